@@ -1,0 +1,42 @@
+# One entry point for people and CI: `make demo` rehearses the bundled example,
+# `make test` runs every check. Both install what they need and are safe to run twice.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup prometheus lint test unit demo crds clean
+
+setup: $(STAMP) prometheus
+
+$(STAMP): pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[serve,dev]'
+	@touch $@
+
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup lint
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not prometheus and not torchserve and not emulator and not e2e"
+
+crds: $(STAMP)
+	$(BIN)/torchrollout crd > crds/torchrollout.io_modeldeployments.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

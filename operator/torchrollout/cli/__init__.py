@@ -1,0 +1,28 @@
+"""The `torchrollout` command line: one typer app whose sub-commands live beside it.
+
+Each command module parses its arguments, calls into the package and prints; none holds
+logic of its own. Exit codes: 0 success, 1 the thing asked about failed (a rollout rolled
+back, a file is invalid), 2 usage or infrastructure error.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from torchrollout.cli import resource
+
+app = typer.Typer(
+    name="torchrollout",
+    help="Roll out PyTorch models on TorchServe, judged on accuracy, latency and errors.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(resource.crd)
+app.command()(resource.validate)
+app.command()(resource.simulate)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,82 @@
+"""Commands about the resource itself: `crd`, `validate`, `simulate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from torchrollout.errors import SpecError, TicksError
+from torchrollout.simulation import (
+    SIMULATION_START,
+    load_resource,
+    outcome_exit_code,
+    parse_ticks,
+    replay,
+)
+from torchrollout.spec.crd import render_crd
+from torchrollout.spec.document import compute_revision, load_model_deployment
+
+USAGE_ERROR = 2
+
+
+def crd() -> None:
+    """Print the ModelDeployment CustomResourceDefinition (kubectl apply -f - takes it)."""
+    typer.echo(yaml.safe_dump(render_crd(), sort_keys=False, width=100), nl=False)
+
+
+def validate(
+    files: Annotated[
+        list[Path], typer.Argument(help="ModelDeployment YAML files.", show_default=False)
+    ],
+) -> None:
+    """Check ModelDeployment files; print each one's revision, or what to fix."""
+    invalid = 0
+    for path in files:
+        try:
+            resource = load_model_deployment(path)
+        except SpecError as exc:
+            invalid += 1
+            typer.echo(str(exc), err=True)
+            continue
+        revision = compute_revision(resource.spec)
+        version = resource.spec.model.version
+        typer.echo(f"{path}: ok, {resource.metadata.name} version {version} revision {revision}")
+    raise typer.Exit(1 if invalid else 0)
+
+
+def simulate(
+    file: Annotated[
+        Path,
+        typer.Option("--file", "-f", help="The ModelDeployment YAML (its status is the start)."),
+    ],
+    ticks: Annotated[
+        Path, typer.Option("--ticks", help="JSON lines, one analysis tick each; - for stdin.")
+    ],
+) -> None:
+    """Replay ticks through the decision engine; print one JSON object per tick.
+
+    Exit code: 0 when the last tick ends Succeeded, 1 when RolledBack or Failed,
+    3 when the rollout is still undecided, 2 on invalid input.
+    """
+    try:
+        document = yaml.safe_load(file.read_text())
+        if not isinstance(document, dict):
+            raise SpecError([], source=f"{file} (not a YAML mapping)")
+        resource = load_resource(document, source=str(file))
+        lines = typer.get_text_stream("stdin") if str(ticks) == "-" else ticks.open()
+        phase = str(resource.status.phase)
+        with lines:
+            for summary in replay(resource, parse_ticks(lines), start=SIMULATION_START):
+                typer.echo(json.dumps(summary))
+                phase = summary["phase"]
+    except (SpecError, TicksError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(USAGE_ERROR) from exc
+    except (OSError, yaml.YAMLError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(USAGE_ERROR) from exc
+    raise typer.Exit(outcome_exit_code(phase))

@@ -1,0 +1,569 @@
+"""The canary decision: (resource, observation, measurements, now) -> Decision.
+
+`decide` is a pure function. Everything it needs to continue a rollout is in the
+resource's status, so an operator restarted at any moment calls it again with what it
+reads from the cluster and gets the same answer: a transition already recorded in the
+status is never made twice, and a tick already counted (`analysis.lastTick`) is not
+counted again until an interval has passed.
+
+The lifecycle (see DESIGN.md): the first revision deploys without a canary; a new
+revision becomes a canary that waits to be Ready (within `progressDeadlineSeconds`),
+then takes `steps` of traffic, one interval each, advancing only when every check is
+Successful; Failed, Inconclusive and Error ticks count against their own limits; past
+the last step it is promoted, or at a limit rolled back (weight to 0 first, then scaled
+down). A revert to a recently promoted revision switches back without analysis.
+Annotations promote, abort and retry by hand; `spec.paused` holds everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from torchrollout.engine.assess import assess_check, tick_verdict
+from torchrollout.engine.conditions import reconcile_conditions
+from torchrollout.engine.types import CheckMeasurements, Decision, Event, Observation
+from torchrollout.spec.document import ModelDeployment, compute_revision
+from torchrollout.spec.status import (
+    HISTORY_LIMIT,
+    AnalysisStatus,
+    CheckStatus,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    Phase,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from torchrollout.spec.resource import ModelDeploymentSpec
+
+_INITIAL_PHASES = frozenset({Phase.PENDING, Phase.BUILDING, Phase.FAILED})
+
+
+def decide(
+    resource: ModelDeployment,
+    *,
+    observation: Observation,
+    measurements: Mapping[str, CheckMeasurements] | None = None,
+    now: datetime,
+) -> Decision:
+    """What to do for `resource` now; never raises for odd measurements."""
+    run = _Run(resource, observation, measurements, now)
+    run.step()
+    return run.finish()
+
+
+def desired_weight(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> int:
+    """The canary weight a status asks the router for."""
+    if status.phase not in {Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING}:
+        return 0
+    if status.canary_revision is None or status.step_index is None:
+        return 0
+    steps = spec.canary.steps
+    return steps[min(status.step_index, len(steps) - 1)]
+
+
+def rollback_window(status: ModelDeploymentStatus, size: int) -> list[HistoryEntry]:
+    """The last `size` promoted revisions other than the stable one, newest first."""
+    seen = {status.stable_revision}
+    window: list[HistoryEntry] = []
+    for entry in reversed(status.history):
+        if len(window) >= size:
+            break
+        if entry.promoted_at is not None and entry.revision not in seen:
+            seen.add(entry.revision)
+            window.append(entry)
+    return window
+
+
+def seconds_until_tick(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
+) -> float:
+    """Seconds until the next analysis tick is due (0 when it is due now)."""
+    last = status.analysis.last_tick
+    if last is None:
+        return 0.0
+    return max(0.0, spec.canary.interval_seconds - (now - last).total_seconds())
+
+
+def _tick_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
+    # Timers fire a little early or late; a tick within 5% (at most 1 s) of its time counts.
+    slack = min(1.0, 0.05 * spec.canary.interval_seconds)
+    return seconds_until_tick(spec, status, now) <= slack
+
+
+class _Run:
+    """One call of `decide`: the inputs, the status being built and what to report."""
+
+    def __init__(
+        self,
+        resource: ModelDeployment,
+        observation: Observation,
+        measurements: Mapping[str, CheckMeasurements] | None,
+        now: datetime,
+    ) -> None:
+        self.resource = resource
+        self.spec = resource.spec
+        self.status = resource.status
+        self.observation = observation
+        self.measurements = measurements
+        self.now = now
+        self.revision = compute_revision(resource.spec)
+        self.version = resource.spec.model.version
+        self.events: list[Event] = []
+        self.ignored: list[str] = []
+        self.requeue_after: float | None = None
+        self.checks: tuple[CheckStatus, ...] = ()
+        self.transitions: list[Phase] = []
+        present = resource.requests()
+        handled = self.status.handled_requests
+        self.requests = {k for k, v in present.items() if handled.get(k) != v}
+        # Only requests still present are remembered, so the same value works again
+        # once the annotation has been removed.
+        self.update(handled_requests=present)
+
+    # -- building the result -------------------------------------------------------
+
+    def update(self, **changes: Any) -> None:
+        phase = changes.get("phase")
+        if phase is not None and phase is not self.status.phase:
+            self.transitions.append(phase)
+        self.status = self.status.model_copy(update=changes)
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def requeue(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.requeue_after = (
+            seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+        )
+
+    def elapsed(self, since: datetime | None) -> float:
+        return 0.0 if since is None else (self.now - since).total_seconds()
+
+    def take_request(self, name: str) -> bool:
+        if name in self.requests:
+            self.requests.discard(name)
+            return True
+        return False
+
+    def finish(self) -> Decision:
+        for request in sorted(self.requests):
+            self.ignored.append(
+                f"{request} request ignored: nothing to {request} in phase {self.status.phase}"
+            )
+        if self.measurements and self.status.phase is not Phase.PROGRESSING:
+            self.ignored.append(f"measurements ignored: no analysis in phase {self.status.phase}")
+        weight = desired_weight(self.spec, self.status)
+        self.update(
+            canary_weight=weight,
+            observed_generation=self.resource.metadata.generation,
+            conditions=reconcile_conditions(
+                self.status,
+                stable_ready=self.observation.stable_ready,
+                generation=self.resource.metadata.generation,
+                now=self.now,
+            ),
+        )
+        return Decision(
+            status=self.status,
+            weight=weight,
+            events=tuple(self.events),
+            requeue_after=self.requeue_after,
+            checks=self.checks,
+            transitions=tuple(self.transitions),
+            ignored=tuple(self.ignored),
+        )
+
+    # -- where the resource is -------------------------------------------------------
+
+    def step(self) -> None:
+        status = self.status
+        if status.phase in _INITIAL_PHASES or status.stable_revision is None:
+            self.initial_deploy()
+        elif self.revision == status.stable_revision:
+            self.at_stable()
+        elif self.revision == status.canary_revision and (
+            status.canary_active or status.phase is Phase.ROLLED_BACK
+        ):
+            self.canary()
+        else:
+            self.new_revision()
+
+    def initial_deploy(self) -> None:
+        if self.status.stable_revision != self.revision or self.take_request("retry"):
+            self.update(
+                phase=Phase.BUILDING,
+                stable_revision=self.revision,
+                stable_version=self.version,
+                progress_started_at=self.now,
+                message=f"deploying version {self.version} (revision {self.revision})",
+            )
+            self.event("Normal", "Deploying", self.status.message)
+        if self.status.phase is Phase.FAILED:
+            return
+        if self.observation.stable_ready:
+            self.update(
+                phase=Phase.SUCCEEDED,
+                message=f"version {self.version} serves all traffic",
+                history=_appended(
+                    self.status.history, self.history_entry(promoted=True, reason="first deploy")
+                ),
+            )
+            self.event("Normal", "Deployed", self.status.message)
+            return
+        deadline = self.spec.canary.progress_deadline_seconds
+        elapsed = self.elapsed(self.status.progress_started_at)
+        if elapsed > deadline:
+            self.update(
+                phase=Phase.FAILED,
+                message=f"version {self.version} was not ready within {deadline}s "
+                "(progressDeadlineSeconds); fix the model or runtime and change the spec, "
+                "or annotate torchrollout.io/retry",
+            )
+            self.event("Warning", "ProgressDeadlineExceeded", self.status.message)
+        else:
+            self.requeue(min(5.0, deadline - elapsed))
+
+    def at_stable(self) -> None:
+        status = self.status
+        if status.canary_active or status.phase is Phase.ROLLED_BACK:
+            what = "canary cancelled" if status.canary_active else "rollback acknowledged"
+            self.update(
+                phase=Phase.SUCCEEDED,
+                canary_revision=None,
+                canary_version=None,
+                step_index=None,
+                pause_reason=None,
+                rollback_reason=None,
+                message=f"spec names the stable version {status.stable_version} again; {what}",
+            )
+            self.event("Normal", "Reverted", self.status.message)
+
+    def new_revision(self) -> None:
+        status = self.status
+        if self.spec.paused:
+            if status.canary_active:
+                self.update(phase=Phase.PAUSED, pause_reason="Manual")
+            self.update(message=f"revision {self.revision} waits: spec.paused is true")
+            return
+        if status.canary_active:
+            self.event(
+                "Normal",
+                "Superseded",
+                f"canary {status.canary_version} (revision {status.canary_revision}) "
+                f"superseded by {self.version} (revision {self.revision})",
+            )
+        fresh = {
+            "canary_revision": self.revision,
+            "canary_version": self.version,
+            "step_index": None,
+            "progress_started_at": self.now,
+            "step_started_at": None,
+            "pause_reason": None,
+            "rollback_reason": None,
+            "analysis": AnalysisStatus(),
+        }
+        windowed = {e.revision for e in rollback_window(status, self.spec.canary.rollback_window)}
+        if self.revision in windowed:
+            self.update(
+                **fresh,
+                phase=Phase.PROMOTING,
+                step_started_at=self.now,
+                message=f"rolling back to version {self.version} without analysis (rollbackWindow)",
+            )
+            self.event("Normal", "InstantRollback", self.status.message)
+            self.promoting()
+            return
+        self.start_canary(fresh)
+
+    def start_canary(self, fresh: dict[str, Any]) -> None:
+        self.update(
+            **fresh,
+            phase=Phase.PROGRESSING,
+            message=f"canary {self.version} (revision {self.revision}) is starting",
+        )
+        self.event("Normal", "CanaryStarted", self.status.message)
+        self.progressing()
+
+    def canary(self) -> None:
+        phase = self.status.phase
+        if self.take_request("abort") and phase is not Phase.ROLLED_BACK:
+            self.rollback("aborted by the torchrollout.io/abort annotation")
+            return
+        if self.take_request("retry"):
+            self.retry()
+            return
+        if self.take_request("promote"):
+            self.update(phase=Phase.PROMOTING, step_started_at=self.now, pause_reason=None)
+            self.update(
+                message=f"promoting {self.version} by the torchrollout.io/promote annotation"
+            )
+            self.event("Normal", "Promoting", self.status.message)
+            self.promoting()
+            return
+        if phase is Phase.PAUSED:
+            self.paused()
+        elif phase is Phase.PROGRESSING:
+            if self.spec.paused:
+                self.update(
+                    phase=Phase.PAUSED, pause_reason="Manual", message="paused by spec.paused"
+                )
+                self.event("Normal", "Paused", self.status.message)
+            else:
+                self.progressing()
+        elif phase is Phase.PROMOTING:
+            self.promoting()
+        elif phase is Phase.ROLLING_BACK:
+            self.rolling_back()
+
+    def retry(self) -> None:
+        if self.status.phase is Phase.ROLLED_BACK:
+            self.event("Normal", "Retry", f"retrying canary {self.version}")
+            self.start_canary(
+                {
+                    "canary_revision": self.revision,
+                    "canary_version": self.version,
+                    "step_index": None,
+                    "progress_started_at": self.now,
+                    "step_started_at": None,
+                    "pause_reason": None,
+                    "rollback_reason": None,
+                    "analysis": AnalysisStatus(),
+                }
+            )
+            return
+        if self.status.phase in {Phase.PROGRESSING, Phase.PAUSED}:
+            self.update(
+                phase=Phase.PAUSED if self.spec.paused else Phase.PROGRESSING,
+                pause_reason="Manual" if self.spec.paused else None,
+                analysis=AnalysisStatus(last_tick=self.now),
+                message=f"analysis of canary {self.version} restarted by torchrollout.io/retry",
+            )
+            self.event("Normal", "Retry", self.status.message)
+            return
+        self.ignored.append(f"retry request ignored: phase {self.status.phase}")
+
+    def paused(self) -> None:
+        if self.spec.paused:
+            return
+        if self.status.pause_reason in {None, "Manual"}:
+            self.update(
+                phase=Phase.PROGRESSING,
+                pause_reason=None,
+                analysis=self.status.analysis.model_copy(update={"last_tick": self.now}),
+                message=f"canary {self.version} resumed",
+            )
+            self.event("Normal", "Resumed", self.status.message)
+            self.requeue(self.spec.canary.interval_seconds)
+
+    # -- the canary's own progress -----------------------------------------------------
+
+    def progressing(self) -> None:
+        if self.status.step_index is None:
+            self.wait_for_ready()
+            return
+        if self.measurements is None:
+            self.requeue(seconds_until_tick(self.spec, self.status, self.now))
+            return
+        if not _tick_due(self.spec, self.status, self.now):
+            wait = seconds_until_tick(self.spec, self.status, self.now)
+            self.ignored.append(f"measurements ignored: the next analysis is due in {wait:g}s")
+            self.measurements = None
+            self.requeue(wait)
+            return
+        self.analyse(self.measurements)
+        self.measurements = None
+
+    def wait_for_ready(self) -> None:
+        if self.measurements:
+            self.ignored.append("measurements ignored: the canary is not at its first step yet")
+            self.measurements = None
+        if self.observation.canary_ready:
+            self.enter_step(0, "canary is ready")
+            return
+        deadline = self.spec.canary.progress_deadline_seconds
+        elapsed = self.elapsed(self.status.progress_started_at)
+        if elapsed > deadline:
+            self.rollback(f"canary was not ready within {deadline}s (progressDeadlineSeconds)")
+        else:
+            self.requeue(min(5.0, deadline - elapsed))
+
+    def enter_step(self, index: int, why: str) -> None:
+        weight = self.spec.canary.steps[index]
+        self.update(
+            step_index=index,
+            step_started_at=self.now,
+            analysis=self.status.analysis.model_copy(update={"last_tick": self.now}),
+            message=f"canary {self.version} at step {index + 1}/{len(self.spec.canary.steps)}: "
+            f"{weight}% of traffic",
+        )
+        self.event("Normal", "StepAdvanced", f"{why}; {self.status.message}")
+        self.requeue(self.spec.canary.interval_seconds)
+
+    def analyse(self, measurements: Mapping[str, CheckMeasurements]) -> None:
+        policy = self.spec.canary.analysis
+        checks = policy.resolved_checks()
+        names = {c.name for c in checks}
+        for unknown in sorted(set(measurements) - names):
+            self.ignored.append(f"measurement of unknown check {unknown!r} ignored")
+        results = [assess_check(c, measurements.get(c.name)) for c in checks]
+        self.checks = tuple(results)
+        verdict = tick_verdict(r.verdict for r in results)
+        if not self.observation.canary_ready:
+            verdict = Verdict.FAILED
+        before = self.status.analysis
+        analysis = AnalysisStatus(
+            last_tick=self.now,
+            checks=results,
+            failed=before.failed + (verdict is Verdict.FAILED),
+            inconclusive=before.inconclusive + (verdict is Verdict.INCONCLUSIVE),
+            consecutive_errors=(
+                before.consecutive_errors + 1
+                if any(r.verdict is Verdict.ERROR for r in results)
+                else 0
+            ),
+        )
+        self.update(analysis=analysis)
+        problems = [
+            f"{r.name}: {r.message}"
+            for r in results
+            if r.verdict is not Verdict.SUCCESSFUL and r.message
+        ]
+        if not self.observation.canary_ready:
+            problems.insert(0, "canary is not ready")
+        summary = "; ".join(problems)
+
+        if analysis.failed >= policy.failure_limit:
+            self.rollback(
+                f"{summary} ({analysis.failed} failed ticks, failureLimit {policy.failure_limit})"
+            )
+        elif analysis.consecutive_errors >= policy.consecutive_error_limit:
+            self.give_up(
+                policy.on_error,
+                "Error",
+                f"{analysis.consecutive_errors} ticks in a row with metric errors: {summary}",
+            )
+        elif analysis.inconclusive >= policy.inconclusive_limit:
+            self.give_up(
+                policy.on_inconclusive,
+                "Inconclusive",
+                f"{analysis.inconclusive} inconclusive ticks: {summary}",
+            )
+        elif verdict is Verdict.SUCCESSFUL:
+            self.advance()
+        else:
+            kind: Literal["Normal", "Warning"] = (
+                "Warning" if verdict is Verdict.FAILED else "Normal"
+            )
+            self.event(kind, f"Analysis{verdict}", summary)
+            self.requeue(self.spec.canary.interval_seconds)
+
+    def give_up(
+        self,
+        policy: Literal["rollback", "pause"],
+        why: Literal["Error", "Inconclusive"],
+        message: str,
+    ) -> None:
+        if policy == "rollback":
+            self.rollback(message)
+            return
+        self.update(
+            phase=Phase.PAUSED,
+            pause_reason=why,
+            message=f"paused: {message}; annotate torchrollout.io/retry, promote or abort",
+        )
+        self.event("Warning", "Paused", self.status.message)
+
+    def advance(self) -> None:
+        index = self.status.step_index
+        assert index is not None  # advance follows an analysed step
+        if index + 1 < len(self.spec.canary.steps):
+            self.enter_step(index + 1, "all checks passed")
+            return
+        self.update(
+            phase=Phase.PROMOTING,
+            step_started_at=self.now,
+            message=f"canary {self.version} passed every step; promoting",
+        )
+        self.event("Normal", "Promoting", self.status.message)
+        self.promoting()
+
+    def promoting(self) -> None:
+        obs = self.observation
+        full = obs.canary_ready_replicas is None or obs.canary_ready_replicas >= obs.stable_replicas
+        if obs.canary_ready and full:
+            self.promote()
+            return
+        deadline = self.spec.canary.progress_deadline_seconds
+        if self.elapsed(self.status.step_started_at) > deadline:
+            self.rollback(
+                f"canary did not reach {obs.stable_replicas} ready replicas within {deadline}s "
+                "(progressDeadlineSeconds) while promoting"
+            )
+        else:
+            self.requeue(1.0)
+
+    def promote(self) -> None:
+        status = self.status
+        reason = status.message
+        entry = self.history_entry(promoted=True, reason=reason)
+        self.update(
+            phase=Phase.SUCCEEDED,
+            stable_revision=status.canary_revision,
+            stable_version=status.canary_version,
+            canary_revision=None,
+            canary_version=None,
+            step_index=None,
+            step_started_at=None,
+            pause_reason=None,
+            history=_appended(status.history, entry),
+            message=f"version {status.canary_version} promoted; it serves all traffic",
+        )
+        self.event("Normal", "Promoted", self.status.message)
+
+    def rollback(self, reason: str) -> None:
+        self.update(
+            phase=Phase.ROLLING_BACK,
+            rollback_reason=reason,
+            pause_reason=None,
+            message=f"rolling back {self.status.canary_version}: {reason}",
+        )
+        self.event("Warning", "RollingBack", self.status.message)
+        self.rolling_back()
+
+    def rolling_back(self) -> None:
+        # The router reported weight 0 (written into status after the last decision):
+        # nothing reaches the canary any more, so it can be scaled down.
+        if self.status.canary_weight != 0:
+            self.requeue(0.0)
+            return
+        reason = self.status.rollback_reason or "rolled back"
+        entry = self.history_entry(promoted=False, reason=reason)
+        self.update(
+            phase=Phase.ROLLED_BACK,
+            step_index=None,
+            step_started_at=None,
+            history=_appended(self.status.history, entry),
+            message=f"rolled back {self.status.canary_version}: {reason}",
+        )
+        self.event("Warning", "RolledBack", self.status.message)
+
+    def history_entry(self, *, promoted: bool, reason: str) -> HistoryEntry:
+        status = self.status
+        canary = status.canary_revision is not None and status.phase is not Phase.BUILDING
+        return HistoryEntry(
+            version=(status.canary_version if canary else status.stable_version) or self.version,
+            revision=(status.canary_revision if canary else status.stable_revision)
+            or self.revision,
+            promoted_at=self.now if promoted else None,
+            rolled_back_at=None if promoted else self.now,
+            reason=reason,
+        )
+
+
+def _appended(history: list[HistoryEntry], entry: HistoryEntry) -> list[HistoryEntry]:
+    return [*history, entry][-HISTORY_LIMIT:]

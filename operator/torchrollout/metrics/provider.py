@@ -1,0 +1,55 @@
+"""The metric provider seam: a Protocol, the function that measures a tick, and a fake.
+
+The operator and `rehearse` measure through `measure_tick`, which asks a provider for
+each check on the canary and, where the check compares with the baseline, on the
+stable revision. `PrometheusProvider` is the real one; `StaticProvider` answers from a
+table and is what tests of the callers use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torchrollout.engine.types import CheckMeasurements, Measurement
+from torchrollout.metrics.templates import Target
+from torchrollout.spec.checks import ResolvedCheck
+
+
+class MetricProvider(Protocol):
+    """Measures one check on one revision; never raises for what the backend answers."""
+
+    def measure(self, check: ResolvedCheck, target: Target) -> Measurement: ...
+
+
+def measure_tick(
+    provider: MetricProvider,
+    checks: Sequence[ResolvedCheck],
+    *,
+    canary: Target,
+    stable: Target | None,
+) -> dict[str, CheckMeasurements]:
+    """Every check measured for one analysis tick."""
+    measured = {}
+    for check in checks:
+        baseline = None
+        if check.compares_with_stable and stable is not None:
+            baseline = provider.measure(check, stable)
+        measured[check.name] = CheckMeasurements(
+            canary=provider.measure(check, canary), stable=baseline
+        )
+    return measured
+
+
+@dataclass
+class StaticProvider:
+    """Answers from a table keyed by (check name, revision); no data otherwise."""
+
+    table: Mapping[tuple[str, str], Measurement] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def measure(self, check: ResolvedCheck, target: Target) -> Measurement:
+        self.calls.append((check.name, target.revision))
+        found = self.table.get((check.name, target.revision))
+        return found if found is not None else Measurement.no_data("no data in the table")

@@ -1,0 +1,89 @@
+"""PromQL behind the built-in checks, and the rendering of custom queries.
+
+Every query selects one revision by the `namespace` and `revision` labels that the
+scrape configuration puts on each target (the chart's ServiceMonitor in a cluster,
+the rehearsal's scrape config on a laptop), never a moving "canary" track. Values
+come out in the check's unit: latency in milliseconds, accuracy and error rate as
+fractions, mean absolute error in the label's unit.
+
+The metric names are the handlers' (see model-handlers/README.md) and TorchServe's own
+`Requests2XX/4XX/5XX`, which a TorchServe serving one model counts per revision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torchrollout.spec.checks import ResolvedCheck, Template, render_query
+
+LATENCY = "torchrollout_inference_latency_seconds"
+LABELED = "torchrollout_labeled"
+CORRECT = "torchrollout_correct"
+ABS_ERROR_SUM = "torchrollout_abs_error_sum"
+RESPONSES = ("Requests2XX", "Requests4XX", "Requests5XX")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The revision a query is about."""
+
+    namespace: str
+    name: str
+    revision: str
+    version: str
+    interval: str  # a PromQL range, e.g. 30s
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "revision": self.revision,
+            "version": self.version,
+            "interval": self.interval,
+        }
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The PromQL for one check and revision: its value, and its sample count if known."""
+
+    value: str
+    samples: str | None = None
+
+
+def _increase(metric: str, selector: str, interval: str) -> str:
+    return f"sum(increase({metric}{selector}[{interval}]))"
+
+
+def queries_for(check: ResolvedCheck, target: Target) -> Queries:
+    """The PromQL that measures `check` on `target`."""
+    if check.query is not None:
+        return Queries(value=render_query(check.query, target.variables()))
+    selector = f'{{namespace="{target.namespace}",revision="{target.revision}"}}'
+    window = target.interval
+    requests = _increase(f"{LATENCY}_count", selector, window)
+    match check.template:
+        case Template.ACCURACY:
+            labeled = _increase(LABELED, selector, window)
+            return Queries(
+                value=f"{_increase(CORRECT, selector, window)} / {labeled}", samples=labeled
+            )
+        case Template.MEAN_ABSOLUTE_ERROR:
+            labeled = _increase(LABELED, selector, window)
+            return Queries(
+                value=f"{_increase(ABS_ERROR_SUM, selector, window)} / {labeled}", samples=labeled
+            )
+        case Template.LATENCY_P99:
+            buckets = f"sum by (le) (rate({LATENCY}_bucket{selector}[{window}]))"
+            return Queries(value=f"histogram_quantile(0.99, {buckets}) * 1000", samples=requests)
+        case Template.LATENCY_MEAN:
+            total = _increase(f"{LATENCY}_sum", selector, window)
+            return Queries(value=f"{total} / {requests} * 1000", samples=requests)
+        case Template.ERROR_RATE:
+            responses = "|".join(RESPONSES)
+            everything = f'{{__name__=~"{responses}",{selector[1:]}'
+            all_requests = f"sum(increase({everything}[{window}]))"
+            errors = _increase("Requests5XX", selector, window)
+            # `or vector(0)`: no 5XX series at all means no errors, not no data.
+            return Queries(value=f"({errors} or vector(0)) / {all_requests}", samples=all_requests)
+    raise AssertionError(f"no PromQL for template {check.template}")  # pragma: no cover

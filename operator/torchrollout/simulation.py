@@ -1,0 +1,202 @@
+"""`torchrollout simulate`: replay recorded or imagined ticks through the decision engine.
+
+A ticks file holds one JSON object per line:
+
+    {"t": 30, "canaryReady": true, "stableReady": true, "annotations": {...},
+     "checks": {"accuracy": {"canary": 0.91, "stable": 0.92, "samples": 120},
+                "latency-p99": {"error": "Prometheus unreachable"}}}
+
+`t` is seconds since the canary started; a check missing from `checks` has no data that
+tick. Each line is one analysis tick: the engine decides exactly as the operator would,
+on a platform that applies weights and scales at once (so a rollback or a promotion
+completes within its tick, as the `transitions` of the output show).
+
+The resource's `status` is the starting point. Written by hand, it may name versions
+only: a `stableVersion` without `stableRevision` (and history entries without
+`revision`) stand for this spec at that version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from torchrollout.engine import CheckMeasurements, Decision, Measurement, Observation, decide
+from torchrollout.errors import TicksError
+from torchrollout.spec.document import ModelDeployment, compute_revision, parse_model_deployment
+from torchrollout.spec.status import Phase
+
+SIMULATION_START = datetime(2026, 1, 1, tzinfo=UTC)
+_SETTLE_LIMIT = 8
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One line of a ticks file."""
+
+    t: float
+    canary_ready: bool = True
+    stable_ready: bool = True
+    annotations: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, CheckMeasurements] = field(default_factory=dict)
+
+
+def load_resource(document: dict[str, Any], *, source: str = "") -> ModelDeployment:
+    """A ModelDeployment whose hand-written status has its revisions filled in."""
+    spec = parse_model_deployment({**document, "status": {}}, source=source).spec
+    status = dict(document.get("status") or {})
+
+    def revision_of(version: str) -> str:
+        if version == spec.model.version:
+            return compute_revision(spec)
+        model = spec.model.model_copy(update={"version": version})
+        return compute_revision(spec.model_copy(update={"model": model}))
+
+    stable = status.get("stableVersion")
+    if isinstance(stable, str):
+        status.setdefault("stableRevision", revision_of(stable))
+        status.setdefault("phase", Phase.SUCCEEDED.value)
+    history = status.get("history")
+    if isinstance(history, list):
+        status["history"] = [
+            {"revision": revision_of(e["version"]), **e}
+            if isinstance(e, dict) and isinstance(e.get("version"), str)
+            else e
+            for e in history
+        ]
+    return parse_model_deployment({**document, "status": status}, source=source)
+
+
+def parse_ticks(lines: Iterable[str]) -> Iterator[Tick]:
+    """Ticks from JSON lines; blank lines and lines starting with # are skipped."""
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TicksError(number, f"not JSON: {exc.msg} at column {exc.colno}") from exc
+        yield _tick(number, raw)
+
+
+def _tick(number: int, raw: Any) -> Tick:
+    if not isinstance(raw, dict):
+        raise TicksError(number, "each line must be a JSON object")
+    unknown = set(raw) - {"t", "canaryReady", "stableReady", "annotations", "checks"}
+    if unknown:
+        raise TicksError(
+            number,
+            f"unknown keys {sorted(unknown)}; use t, canaryReady, stableReady, annotations, checks",
+        )
+    t = raw.get("t")
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
+        raise TicksError(
+            number, f'"t" must be seconds since the canary started (a number >= 0), got {t!r}'
+        )
+    flags = {}
+    for key in ("canaryReady", "stableReady"):
+        value = raw.get(key, True)
+        if not isinstance(value, bool):
+            raise TicksError(number, f'"{key}" must be true or false, got {value!r}')
+        flags[key] = value
+    annotations = raw.get("annotations", {})
+    if not isinstance(annotations, dict) or not all(
+        isinstance(v, str) for v in annotations.values()
+    ):
+        raise TicksError(number, '"annotations" must map names to strings')
+    checks = raw.get("checks", {})
+    if not isinstance(checks, dict):
+        raise TicksError(number, '"checks" must map check names to measurements')
+    return Tick(
+        t=float(t),
+        canary_ready=flags["canaryReady"],
+        stable_ready=flags["stableReady"],
+        annotations=annotations,
+        checks={name: _check(number, name, value) for name, value in checks.items()},
+    )
+
+
+def _number(number: int, where: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TicksError(number, f"{where} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def _check(number: int, name: str, raw: Any) -> CheckMeasurements:
+    if not isinstance(raw, dict):
+        raise TicksError(number, f'check "{name}" must be an object')
+    if "error" in raw:
+        return CheckMeasurements(canary=Measurement.error(str(raw["error"])))
+    samples = raw.get("samples")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)):
+        raise TicksError(number, f'check "{name}": "samples" must be an integer, got {samples!r}')
+    canary = _number(number, f'check "{name}": "canary"', raw.get("canary"))
+    stable = _number(number, f'check "{name}": "stable"', raw.get("stable"))
+    return CheckMeasurements(
+        canary=Measurement.no_data("no canary value", samples)
+        if canary is None
+        else Measurement.of(canary, samples),
+        stable=None if stable is None else Measurement.of(stable),
+    )
+
+
+def replay(
+    resource: ModelDeployment, ticks: Iterable[Tick], *, start: datetime = SIMULATION_START
+) -> Iterator[dict[str, Any]]:
+    """One JSON-ready summary per tick."""
+    status = resource.status
+    for tick in ticks:
+        now = start + timedelta(seconds=tick.t)
+        metadata = resource.metadata.model_copy(
+            update={"annotations": {**resource.metadata.annotations, **tick.annotations}}
+        )
+        observation = Observation(canary_ready=tick.canary_ready, stable_ready=tick.stable_ready)
+        current = resource.model_copy(update={"metadata": metadata, "status": status})
+        decision = decide(current, observation=observation, measurements=tick.checks, now=now)
+        decisions = [decision]
+        # The simulated platform applies each decision at once, so transitional phases
+        # (rolling back, promoting) finish within the tick, as on a fast cluster.
+        while decision.requeue_after == 0 and len(decisions) < _SETTLE_LIMIT:
+            current = current.model_copy(update={"status": decision.status})
+            decision = decide(current, observation=observation, now=now)
+            decisions.append(decision)
+        status = decision.status
+        yield _summary(tick, decisions)
+
+
+def _summary(tick: Tick, decisions: list[Decision]) -> dict[str, Any]:
+    final = decisions[-1].status
+    checks = [c for d in decisions for c in d.checks]
+    return {
+        "t": tick.t,
+        "phase": str(final.phase),
+        "canaryWeight": decisions[-1].weight,
+        "stepIndex": final.step_index,
+        "verdicts": {c.name: str(c.verdict) for c in checks},
+        "reason": final.message,
+        "stableVersion": final.stable_version,
+        "canaryVersion": final.canary_version,
+        "failed": final.analysis.failed,
+        "inconclusive": final.analysis.inconclusive,
+        "consecutiveErrors": final.analysis.consecutive_errors,
+        "transitions": [str(p) for d in decisions for p in d.transitions],
+        "events": [f"{e.reason}: {e.message}" for d in decisions for e in d.events],
+        "checks": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in checks],
+        "ignored": [note for d in decisions for note in d.ignored],
+    }
+
+
+def outcome_exit_code(phase: str) -> int:
+    """0 when the stable version serves everything, 1 after a rollback or failure, 3 undecided."""
+    if phase == Phase.SUCCEEDED:
+        return 0
+    if phase in {Phase.ROLLED_BACK, Phase.FAILED}:
+        return 1
+    return 3

@@ -1,0 +1,90 @@
+"""What each built-in metric template means: its unit, direction and default thresholds.
+
+The PromQL behind a template lives in `torchrollout.metrics.templates`; this module holds
+only what the spec and the engine need to judge a value, so that neither depends on how
+it is queried. `ResolvedCheck` is a check with every default filled in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Template(StrEnum):
+    """Built-in checks, named as users write them in `template:`."""
+
+    ACCURACY = "accuracy"
+    LATENCY_P99 = "latency-p99"
+    LATENCY_MEAN = "latency-mean"
+    ERROR_RATE = "error-rate"
+    MEAN_ABSOLUTE_ERROR = "mean-absolute-error"
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    unit: str
+    fraction: bool  # values lie in [0, 1]
+    default_min: float | None = None
+    default_max: float | None = None
+
+
+TEMPLATES: dict[Template, TemplateInfo] = {
+    # Defaults are the monitoring thresholds of the platforms torchrollout serves:
+    # accuracy >= 0.85, latency <= 500 ms, error rate <= 5%.
+    Template.ACCURACY: TemplateInfo(unit="ratio", fraction=True, default_min=0.85),
+    Template.LATENCY_P99: TemplateInfo(unit="ms", fraction=False, default_max=500.0),
+    Template.LATENCY_MEAN: TemplateInfo(unit="ms", fraction=False, default_max=500.0),
+    Template.ERROR_RATE: TemplateInfo(unit="ratio", fraction=True, default_max=0.05),
+    Template.MEAN_ABSOLUTE_ERROR: TemplateInfo(unit="label units", fraction=False),
+}
+
+LATENCY_TEMPLATES = frozenset({Template.LATENCY_P99, Template.LATENCY_MEAN})
+QUERY_VARIABLES = frozenset({"namespace", "name", "revision", "version", "interval"})
+_VARIABLE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
+
+
+def query_variables(query: str) -> set[str]:
+    """The `{{ variable }}` names used in a custom PromQL query."""
+    return set(_VARIABLE.findall(query))
+
+
+def render_query(query: str, values: dict[str, str]) -> str:
+    """`query` with each `{{ variable }}` replaced; unknown names are left for the caller."""
+    return _VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), query)
+
+
+@dataclass(frozen=True)
+class ResolvedCheck:
+    """A check with its name, thresholds and sample floor decided."""
+
+    name: str
+    template: Template | None
+    query: str | None
+    min: float | None
+    max: float | None
+    max_drop_vs_stable: float | None
+    max_ratio_vs_stable: float | None
+    min_samples: int
+
+    @property
+    def compares_with_stable(self) -> bool:
+        return self.max_drop_vs_stable is not None or self.max_ratio_vs_stable is not None
+
+    @property
+    def unit(self) -> str:
+        return TEMPLATES[self.template].unit if self.template else ""
+
+    def describe_threshold(self) -> str:
+        """The thresholds as one line, e.g. `>= 0.85, >= stable - 0.02`."""
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        if self.max_drop_vs_stable is not None:
+            parts.append(f">= stable - {self.max_drop_vs_stable:g}")
+        if self.max_ratio_vs_stable is not None:
+            parts.append(f"<= stable x {self.max_ratio_vs_stable:g}")
+        return ", ".join(parts)

@@ -1,0 +1,409 @@
+"""The ModelDeployment spec as pydantic models: defaults, validation, documentation.
+
+These models are the one definition of the resource. The CRD in `crds/` is generated
+from them (`torchrollout.spec.crd`), the operator and `rehearse` parse resources with
+them, and their validators are mirrored as CEL rules in the CRD where CEL can say the
+same thing. Field names are the YAML's (camelCase); Python code uses snake_case.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from torchrollout.spec.checks import (
+    LATENCY_TEMPLATES,
+    QUERY_VARIABLES,
+    TEMPLATES,
+    ResolvedCheck,
+    Template,
+    query_variables,
+)
+from torchrollout.spec.durations import DURATION_PATTERN, parse_duration
+
+BUILTIN_HANDLERS = (
+    "sequence-classifier",
+    "sequence-regressor",
+    "transformer-classifier",
+    "cnn1d-classifier",
+    "graph-classifier",
+    "mlp-policy",
+    "lstm-autoencoder-anomaly",
+)
+SOURCE_URI_PATTERN = r"^((https?|s3|pvc|file)://\S+|/\S*)$"
+HANDLER_PATTERN = r"^(" + "|".join(BUILTIN_HANDLERS) + r"|(https?|s3|pvc|file)://\S+\.py|/\S+\.py)$"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+# Versions become label values: at most 63 characters, alphanumeric at both ends.
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
+CHECK_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# Kubernetes quantities, e.g. 500m, 1Gi, 2.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+def _cel(rule: str, message: str) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase in YAML, unknown fields refused, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class ModelSource(SpecModel):
+    """Where the model's weights are, and their digest."""
+
+    uri: str = Field(pattern=SOURCE_URI_PATTERN, max_length=2048)
+    """https://, s3://bucket/key, pvc://claim/path, file:///path or an absolute path."""
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    """Hex sha256 of the weights file; the archive build refuses a file that differs."""
+
+
+class Batching(SpecModel):
+    """TorchServe server-side batching."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=512)
+    """Requests TorchServe groups into one forward pass."""
+    max_batch_delay_ms: int = Field(default=5, ge=0, le=10_000)
+    """How long TorchServe waits to fill a batch."""
+
+
+class ModelSpec(SpecModel):
+    """The model: what to serve and how to build its archive."""
+
+    name: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN)
+    """TorchServe model name; defaults to metadata.name."""
+    version: str = Field(pattern=VERSION_PATTERN)
+    """The model's version; changing it (with new weights) starts a canary."""
+    source: ModelSource
+    handler: str = Field(pattern=HANDLER_PATTERN, max_length=2048)
+    """A built-in handler name, or the URI of a custom handler module (a .py file)."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Handler and architecture parameters, packed into the archive."""
+    sample_input: Any = None
+    """A request body run through the archive before it gets traffic."""
+    batching: Batching = Field(default_factory=Batching)
+
+    @field_validator("handler", mode="before")
+    @classmethod
+    def _known_handler(cls, handler: object) -> object:
+        if isinstance(handler, str) and not re.fullmatch(HANDLER_PATTERN, handler):
+            raise ValueError(
+                f"unknown handler {handler!r}; use one of {', '.join(BUILTIN_HANDLERS)}, "
+                "or the URI of a custom handler module ending in .py"
+            )
+        return handler
+
+
+class ResourceList(SpecModel):
+    requests: dict[str, Annotated[str, Field(pattern=QUANTITY_PATTERN)]] = Field(
+        default_factory=lambda: {"cpu": "500m", "memory": "1Gi"}
+    )
+    limits: dict[str, Annotated[str, Field(pattern=QUANTITY_PATTERN)]] = Field(
+        default_factory=lambda: {"memory": "2Gi"}
+    )
+
+
+class RuntimeSpec(SpecModel):
+    """How the TorchServe pods run."""
+
+    image: str = Field(default="torchrollout/torchserve:0.1.0", min_length=1)
+    """Image with TorchServe, the handlers and the torchrollout archive builder."""
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Replicas of the stable revision when autoscaling is off."""
+    workers_per_replica: int = Field(default=1, ge=1, le=64)
+    """TorchServe workers per pod."""
+    resources: ResourceList = Field(default_factory=ResourceList)
+
+
+class GatewayRef(SpecModel):
+    """The Gateway an HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+    section_name: str | None = Field(default=None, max_length=253)
+
+
+class TrafficSpec(
+    SpecModel,
+    json_schema_extra=_cel(
+        "self.router != 'gateway-api' || has(self.gatewayRef)",
+        "router gateway-api needs gatewayRef: the Gateway the HTTPRoute attaches to",
+    ),
+):
+    """How traffic is split between the stable and the canary revision."""
+
+    router: Literal["replicas", "gateway-api"] = "replicas"
+    """replicas: weight is the replica ratio; gateway-api: a weighted HTTPRoute."""
+    gateway_ref: GatewayRef | None = None
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    """Hostnames of the HTTPRoute (gateway-api only)."""
+
+    @model_validator(mode="after")
+    def _gateway_needs_ref(self) -> Self:
+        if self.router == "gateway-api" and self.gateway_ref is None:
+            raise ValueError(
+                "router gateway-api needs gatewayRef: the Gateway the HTTPRoute attaches to"
+            )
+        if self.router == "replicas" and (self.gateway_ref is not None or self.hostnames):
+            raise ValueError("gatewayRef and hostnames are used only with router: gateway-api")
+        return self
+
+
+class MetricCheck(
+    SpecModel,
+    json_schema_extra={
+        "x-kubernetes-validations": [
+            {
+                "rule": "has(self.template) != has(self.query)",
+                "message": "a check sets exactly one of template or query",
+            },
+            {"rule": "has(self.template) || has(self.name)", "message": "a query check needs name"},
+            {
+                "rule": "!(has(self.max) && has(self.maxMs))",
+                "message": "set max or maxMs, not both",
+            },
+            {
+                "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+                "message": "min must not exceed max",
+            },
+        ]
+    },
+):
+    """One analysis check: a built-in template or a PromQL query, with thresholds."""
+
+    name: str | None = Field(default=None, pattern=CHECK_NAME_PATTERN, max_length=63)
+    """Defaults to the template's name; required for a query."""
+    # maxLength bounds the cost the API server estimates for the CEL rules on names.
+    template: Template | None = Field(default=None, json_schema_extra={"maxLength": 32})
+    query: str | None = Field(default=None, min_length=1, max_length=4096)
+    """PromQL returning one series; may use {{ namespace }} {{ name }} {{ revision }}
+    {{ version }} {{ interval }}."""
+    min: float | None = None
+    """The canary fails below this (in the check's unit)."""
+    max: float | None = None
+    """The canary fails above this (in the check's unit; milliseconds for latency)."""
+    max_ms: float | None = Field(default=None, gt=0)
+    """Spelling of max for latency templates, in milliseconds."""
+    max_drop_vs_stable: float | None = Field(default=None, ge=0)
+    """The canary fails when it is lower than stable by more than this."""
+    max_ratio_vs_stable: float | None = Field(default=None, ge=1)
+    """The canary fails when it exceeds stable times this."""
+    min_samples: int | None = Field(default=None, ge=0)
+    """Overrides analysis.minSamples for this check."""
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if (self.template is None) == (self.query is None):
+            raise ValueError("set exactly one of template (a built-in check) or query (PromQL)")
+        if self.query is not None:
+            if self.name is None:
+                raise ValueError("a query check needs a name, e.g. name: my-check")
+            unknown = query_variables(self.query) - QUERY_VARIABLES
+            if unknown:
+                known = ", ".join(sorted(QUERY_VARIABLES))
+                raise ValueError(f"query uses unknown variables {sorted(unknown)}; known: {known}")
+        if self.max_ms is not None:
+            if self.template not in LATENCY_TEMPLATES:
+                raise ValueError("maxMs is for latency templates; use max for this check")
+            if self.max is not None:
+                raise ValueError("set max or maxMs, not both")
+        if self.template is not None and TEMPLATES[self.template].fraction:
+            for label, bound in (("min", self.min), ("max", self.max)):
+                if bound is not None and not 0 <= bound <= 1:
+                    raise ValueError(f"{label} of {self.template} is a fraction in [0, 1]")
+        upper = self.max if self.max is not None else self.max_ms
+        if self.min is not None and upper is not None and self.min > upper:
+            raise ValueError(f"min ({self.min:g}) exceeds max ({upper:g})")
+        if self.query is not None and not self._has_threshold():
+            raise ValueError(
+                "a query check needs a threshold: min, max, maxDropVsStable or maxRatioVsStable"
+            )
+        return self
+
+    def _has_threshold(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.min,
+                self.max,
+                self.max_ms,
+                self.max_drop_vs_stable,
+                self.max_ratio_vs_stable,
+            )
+        )
+
+    @property
+    def check_name(self) -> str:
+        return self.name or str(self.template)
+
+    def resolve(self, default_min_samples: int) -> ResolvedCheck:
+        """This check with template defaults applied where the user set no threshold."""
+        low, high = self.min, self.max if self.max is not None else self.max_ms
+        if self.template is not None and not self._has_threshold():
+            info = TEMPLATES[self.template]
+            low, high = info.default_min, info.default_max
+        return ResolvedCheck(
+            name=self.check_name,
+            template=self.template,
+            query=self.query,
+            min=low,
+            max=high,
+            max_drop_vs_stable=self.max_drop_vs_stable,
+            max_ratio_vs_stable=self.max_ratio_vs_stable,
+            min_samples=default_min_samples if self.min_samples is None else self.min_samples,
+        )
+
+
+def _default_checks() -> list[MetricCheck]:
+    return [MetricCheck(template=Template.LATENCY_P99), MetricCheck(template=Template.ERROR_RATE)]
+
+
+_UNIQUE_NAMES = (
+    "self.all(x, self.exists_one(y, (has(y.name) ? y.name : y.template)"
+    " == (has(x.name) ? x.name : x.template)))"
+)
+
+
+class AnalysisSpec(SpecModel):
+    """How each canary step is judged, and what happens when it cannot be."""
+
+    metrics: list[MetricCheck] = Field(
+        default_factory=_default_checks,
+        min_length=1,
+        max_length=32,
+        json_schema_extra=_cel(_UNIQUE_NAMES, "check names must be unique"),
+    )
+    """Checks run every interval; defaults to latency-p99 <= 500 ms and error-rate <= 5%."""
+    min_samples: int = Field(default=50, ge=0)
+    """Below this many samples a check is Inconclusive, not Failed."""
+    failure_limit: int = Field(default=2, ge=1)
+    """Failed ticks (in total, per canary) that roll back."""
+    inconclusive_limit: int = Field(default=5, ge=1)
+    """Inconclusive ticks (in total, per canary) before onInconclusive applies."""
+    consecutive_error_limit: int = Field(default=4, ge=1)
+    """Ticks in a row with a metrics backend error before onError applies."""
+    on_inconclusive: Literal["rollback", "pause"] = "rollback"
+    on_error: Literal["rollback", "pause"] = "rollback"
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, checks: list[MetricCheck]) -> list[MetricCheck]:
+        names = [c.check_name for c in checks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"check names must be unique; give each a name: {duplicates}")
+        return checks
+
+    def resolved_checks(self) -> list[ResolvedCheck]:
+        return [c.resolve(self.min_samples) for c in self.metrics]
+
+
+class EvaluationSpec(SpecModel):
+    """Labeled traffic sent to both revisions each tick, so accuracy can be measured."""
+
+    dataset_uri: str = Field(pattern=SOURCE_URI_PATTERN, max_length=2048)
+    """JSON lines, one request body with a `label` per line."""
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    samples_per_tick: int = Field(default=100, ge=1, le=100_000)
+
+
+def _default_steps() -> list[int]:
+    return [1, 10, 25, 50]
+
+
+class CanarySpec(SpecModel):
+    """The rollout policy for a new revision."""
+
+    steps: list[Annotated[int, Field(gt=0, lt=100)]] = Field(
+        default_factory=_default_steps,
+        min_length=1,
+        max_length=20,
+        json_schema_extra=_cel(
+            "self.isSorted() && self.all(x, self.indexOf(x) == self.lastIndexOf(x))",
+            "steps must increase strictly",
+        ),
+    )
+    """Percent of traffic for the canary at each step, strictly increasing in (0, 100)."""
+    interval: str = Field(default="30s", pattern=DURATION_PATTERN)
+    """One analysis tick, e.g. 30s or 2m."""
+    progress_deadline_seconds: int = Field(default=300, ge=1)
+    """The canary must be Ready within this, or it is rolled back."""
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    evaluation: EvaluationSpec | None = None
+    rollback_window: int = Field(default=3, ge=0, le=20)
+    """Previously promoted versions that a revert switches back to without analysis."""
+
+    @field_validator("steps")
+    @classmethod
+    def _strictly_increasing(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"steps must increase strictly, e.g. [1, 10, 25, 50]; got {steps}")
+        return steps
+
+    @field_validator("interval")
+    @classmethod
+    def _sane_interval(cls, interval: str) -> str:
+        if not 1 <= parse_duration(interval) <= 86_400:
+            raise ValueError(f"interval {interval} must lie between 1s and 24h")
+        return interval
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
+
+
+class PrometheusScaling(SpecModel):
+    """Scale on a Prometheus signal with the HPA algorithm's formula."""
+
+    metric: Literal["requests-per-replica", "queue-latency-ms"] = "requests-per-replica"
+    target: float = Field(gt=0)
+    """Desired value per replica (requests/s, or milliseconds of queue latency)."""
+    stabilization_window_seconds: int = Field(default=300, ge=0, le=3600)
+
+
+class AutoscalingSpec(
+    SpecModel,
+    json_schema_extra=_cel(
+        "self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas"
+    ),
+):
+    """Replicas of the stable revision follow load; the canary follows its weight."""
+
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=10, ge=1)
+    target_cpu_utilization: int | None = Field(default=70, ge=1, le=100)
+    """Percent of requested CPU (an HPA); null to scale on Prometheus only."""
+    target_memory_utilization: int | None = Field(default=None, ge=1, le=100)
+    prometheus: PrometheusScaling | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) exceeds maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class ModelDeploymentSpec(SpecModel):
+    """A PyTorch model served by TorchServe, and the policy that rolls out new versions."""
+
+    model: ModelSpec
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    autoscaling: AutoscalingSpec | None = None
+    paused: bool = False
+    """Hold the rollout where it is: no analysis, no step, no promotion."""

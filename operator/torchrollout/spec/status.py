@@ -1,0 +1,131 @@
+"""The ModelDeployment status: the whole state of a rollout.
+
+Everything the engine needs to continue lives here, so an operator restarted at any
+moment reads the status and resumes where it was. The models are immutable; the engine
+returns a new status with `model_copy(update=...)`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic.alias_generators import to_camel
+
+HISTORY_LIMIT = 20
+
+
+class Phase(StrEnum):
+    """Where a ModelDeployment is in its lifecycle."""
+
+    PENDING = "Pending"  # nothing decided yet
+    BUILDING = "Building"  # the first revision is starting (archive build, pods)
+    PROGRESSING = "Progressing"  # a canary is taking traffic step by step
+    PROMOTING = "Promoting"  # the canary passed; it scales to full size and takes over
+    SUCCEEDED = "Succeeded"  # the stable revision serves everything
+    ROLLING_BACK = "RollingBack"  # weight goes back to stable, then the canary scales down
+    ROLLED_BACK = "RolledBack"  # the canary was rejected; stable serves everything
+    PAUSED = "Paused"  # held by spec.paused or by an analysis policy
+    FAILED = "Failed"  # the first revision never became ready
+
+
+CANARY_PHASES = frozenset({Phase.PROGRESSING, Phase.PROMOTING, Phase.PAUSED, Phase.ROLLING_BACK})
+
+
+class Verdict(StrEnum):
+    """What one measurement says about the canary."""
+
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"  # no data, or too few samples
+    ERROR = "Error"  # the metrics backend or the query failed
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    @field_serializer("*", when_used="json")
+    @classmethod
+    def _timestamps(cls, value: object) -> object:
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class CheckStatus(StatusModel):
+    """The last result of one check."""
+
+    name: str
+    verdict: Verdict
+    value: float | None = None
+    stable_value: float | None = None
+    samples: int | None = None
+    threshold: str = ""
+    message: str = ""
+
+
+class AnalysisStatus(StatusModel):
+    """Counters of the running canary's analysis and its last tick."""
+
+    last_tick: datetime | None = None
+    checks: list[CheckStatus] = Field(default_factory=list)
+    failed: int = 0
+    inconclusive: int = 0
+    consecutive_errors: int = 0
+
+
+class HistoryEntry(StatusModel):
+    """A revision that was promoted or rolled back."""
+
+    version: str
+    revision: str
+    archive_digest: str | None = None
+    promoted_at: datetime | None = None
+    rolled_back_at: datetime | None = None
+    reason: str = ""
+
+
+class ModelDeploymentStatus(StatusModel):
+    """Everything the operator knows about a ModelDeployment's rollout."""
+
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    observed_generation: int | None = None
+    stable_revision: str | None = None
+    stable_version: str | None = None
+    canary_revision: str | None = None
+    canary_version: str | None = None
+    canary_weight: int = 0
+    """Percent of traffic the router really sends to the canary."""
+    step_index: int | None = None
+    """Index into spec.canary.steps; null until the canary is ready for its first step."""
+    progress_started_at: datetime | None = None
+    """When the revision being rolled out started; the progress deadline counts from here."""
+    step_started_at: datetime | None = None
+    """When the current step (or the promotion) began."""
+    pause_reason: Literal["Manual", "Inconclusive", "Error"] | None = None
+    rollback_reason: str | None = None
+    analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
+    conditions: list[Condition] = Field(default_factory=list)
+    handled_requests: dict[str, str] = Field(default_factory=dict)
+    """Values of the promote/abort/retry annotations already acted on."""
+
+    @property
+    def canary_active(self) -> bool:
+        return self.canary_revision is not None and self.phase in CANARY_PHASES
