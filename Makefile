@@ -40,3 +40,11 @@ crds: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+
+demo: setup
+	@for case in good-canary bad-canary prometheus-outage instant-rollback; do \
+	  echo "== examples/policies/$$case"; \
+	  $(BIN)/torchrollout simulate --output table \
+	    -f examples/policies/$$case.yaml --ticks examples/policies/$$case.jsonl; \
+	  echo "   exit code $$? (0 promoted, 1 rolled back)"; \
+	done

@@ -28,7 +28,7 @@ from typing import Any
 from torchrollout.engine import CheckMeasurements, Decision, Measurement, Observation, decide
 from torchrollout.errors import TicksError
 from torchrollout.spec.document import ModelDeployment, compute_revision, parse_model_deployment
-from torchrollout.spec.status import Phase
+from torchrollout.spec.status import ModelDeploymentStatus, Phase
 
 SIMULATION_START = datetime(2026, 1, 1, tzinfo=UTC)
 _SETTLE_LIMIT = 8
@@ -147,10 +147,44 @@ def _check(number: int, name: str, raw: Any) -> CheckMeasurements:
     )
 
 
+@dataclass(frozen=True)
+class TickOutcome:
+    """The decisions one tick led to (the first, then any made while settling)."""
+
+    tick: Tick
+    decisions: tuple[Decision, ...]
+
+    @property
+    def status(self) -> ModelDeploymentStatus:
+        return self.decisions[-1].status
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object `torchrollout simulate` prints for the tick."""
+        final = self.status
+        checks = [c for d in self.decisions for c in d.checks]
+        return {
+            "t": self.tick.t,
+            "phase": str(final.phase),
+            "canaryWeight": self.decisions[-1].weight,
+            "stepIndex": final.step_index,
+            "verdicts": {c.name: str(c.verdict) for c in checks},
+            "reason": final.message,
+            "stableVersion": final.stable_version,
+            "canaryVersion": final.canary_version,
+            "failed": final.analysis.failed,
+            "inconclusive": final.analysis.inconclusive,
+            "consecutiveErrors": final.analysis.consecutive_errors,
+            "transitions": [str(p) for d in self.decisions for p in d.transitions],
+            "events": [f"{e.reason}: {e.message}" for d in self.decisions for e in d.events],
+            "checks": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in checks],
+            "ignored": [note for d in self.decisions for note in d.ignored],
+        }
+
+
 def replay(
     resource: ModelDeployment, ticks: Iterable[Tick], *, start: datetime = SIMULATION_START
-) -> Iterator[dict[str, Any]]:
-    """One JSON-ready summary per tick."""
+) -> Iterator[TickOutcome]:
+    """Each tick decided in turn, the status carried from one to the next."""
     status = resource.status
     for tick in ticks:
         now = start + timedelta(seconds=tick.t)
@@ -168,29 +202,7 @@ def replay(
             decision = decide(current, observation=observation, now=now)
             decisions.append(decision)
         status = decision.status
-        yield _summary(tick, decisions)
-
-
-def _summary(tick: Tick, decisions: list[Decision]) -> dict[str, Any]:
-    final = decisions[-1].status
-    checks = [c for d in decisions for c in d.checks]
-    return {
-        "t": tick.t,
-        "phase": str(final.phase),
-        "canaryWeight": decisions[-1].weight,
-        "stepIndex": final.step_index,
-        "verdicts": {c.name: str(c.verdict) for c in checks},
-        "reason": final.message,
-        "stableVersion": final.stable_version,
-        "canaryVersion": final.canary_version,
-        "failed": final.analysis.failed,
-        "inconclusive": final.analysis.inconclusive,
-        "consecutiveErrors": final.analysis.consecutive_errors,
-        "transitions": [str(p) for d in decisions for p in d.transitions],
-        "events": [f"{e.reason}: {e.message}" for d in decisions for e in d.events],
-        "checks": [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in checks],
-        "ignored": [note for d in decisions for note in d.ignored],
-    }
+        yield TickOutcome(tick, tuple(decisions))
 
 
 def outcome_exit_code(phase: str) -> int:

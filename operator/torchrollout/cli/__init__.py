@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from torchrollout.archive.cli import app as archive_app
 from torchrollout.cli import resource
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(archive_app, name="archive")
 app.command()(resource.crd)
 app.command()(resource.validate)
 app.command()(resource.simulate)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -21,6 +22,17 @@ from torchrollout.spec.crd import render_crd
 from torchrollout.spec.document import compute_revision, load_model_deployment
 
 USAGE_ERROR = 2
+
+
+class OutputFormat(StrEnum):
+    JSON = "json"
+    TABLE = "table"
+
+
+def _row(summary: dict[str, Any]) -> str:
+    verdicts = " ".join(f"{name}={verdict}" for name, verdict in summary["verdicts"].items())
+    line = f"t={summary['t']:>6g}s  {summary['phase']:<12} weight={summary['canaryWeight']:>3}%"
+    return f"{line}  {summary['reason']}" + (f"\n{'':>10}{verdicts}" if verdicts else "")
 
 
 def crd() -> None:
@@ -56,6 +68,10 @@ def simulate(
     ticks: Annotated[
         Path, typer.Option("--ticks", help="JSON lines, one analysis tick each; - for stdin.")
     ],
+    output: Annotated[
+        OutputFormat,
+        typer.Option("--output", "-o", help="json: one object per tick; table: for people."),
+    ] = OutputFormat.JSON,
 ) -> None:
     """Replay ticks through the decision engine; print one JSON object per tick.
 
@@ -70,9 +86,10 @@ def simulate(
         lines = typer.get_text_stream("stdin") if str(ticks) == "-" else ticks.open()
         phase = str(resource.status.phase)
         with lines:
-            for summary in replay(resource, parse_ticks(lines), start=SIMULATION_START):
-                typer.echo(json.dumps(summary))
-                phase = summary["phase"]
+            for outcome in replay(resource, parse_ticks(lines), start=SIMULATION_START):
+                summary = outcome.summary()
+                typer.echo(json.dumps(summary) if output is OutputFormat.JSON else _row(summary))
+                phase = str(outcome.status.phase)
     except (SpecError, TicksError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(USAGE_ERROR) from exc

@@ -67,9 +67,9 @@ def assess_check(check: ResolvedCheck, measured: CheckMeasurements | None) -> Ch
 def _absolute_failures(check: ResolvedCheck, value: float) -> list[str]:
     failures = []
     if check.min is not None and value < check.min:
-        failures.append(f"{check.name} {value:g} is below the minimum {check.min:g}")
+        failures.append(f"{value:g} is below the minimum {check.min:g}")
     if check.max is not None and value > check.max:
-        failures.append(f"{check.name} {value:g} is above the maximum {check.max:g}")
+        failures.append(f"{value:g} is above the maximum {check.max:g}")
     return failures
 
 
@@ -78,13 +78,12 @@ def _relative_failures(check: ResolvedCheck, value: float, stable: float) -> lis
     drop = check.max_drop_vs_stable
     if drop is not None and value < stable - drop:
         failures.append(
-            f"{check.name} {value:g} dropped {stable - value:g} below stable {stable:g}"
-            f" (allowed {drop:g})"
+            f"{value:g} is {stable - value:g} below stable {stable:g} (allowed {drop:g})"
         )
     ratio = check.max_ratio_vs_stable
     if ratio is not None and value > stable * ratio:
         times = f"{value / stable:.2f}x" if stable > 0 else "above"
-        failures.append(f"{check.name} {value:g} is {times} stable {stable:g} (allowed {ratio:g}x)")
+        failures.append(f"{value:g} is {times} stable {stable:g} (allowed {ratio:g}x)")
     return failures
 
 

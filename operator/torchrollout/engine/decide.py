@@ -230,25 +230,31 @@ class _Run:
 
     def at_stable(self) -> None:
         status = self.status
-        if status.canary_active or status.phase is Phase.ROLLED_BACK:
-            what = "canary cancelled" if status.canary_active else "rollback acknowledged"
-            self.update(
-                phase=Phase.SUCCEEDED,
-                canary_revision=None,
-                canary_version=None,
-                step_index=None,
-                pause_reason=None,
-                rollback_reason=None,
-                message=f"spec names the stable version {status.stable_version} again; {what}",
-            )
-            self.event("Normal", "Reverted", self.status.message)
+        if status.phase is Phase.SUCCEEDED:
+            return
+        what = "canary cancelled" if status.canary_active else "nothing to roll out"
+        self.update(
+            phase=Phase.SUCCEEDED,
+            canary_revision=None,
+            canary_version=None,
+            step_index=None,
+            pause_reason=None,
+            rollback_reason=None,
+            message=f"spec names the stable version {status.stable_version}; {what}",
+        )
+        self.event("Normal", "Reverted", self.status.message)
 
     def new_revision(self) -> None:
         status = self.status
         if self.spec.paused:
-            if status.canary_active:
-                self.update(phase=Phase.PAUSED, pause_reason="Manual")
-            self.update(message=f"revision {self.revision} waits: spec.paused is true")
+            if status.phase is not Phase.PAUSED:
+                self.event("Normal", "Paused", "paused by spec.paused")
+            self.update(
+                phase=Phase.PAUSED,
+                pause_reason="Manual",
+                message=f"version {self.version} (revision {self.revision}) waits: "
+                "spec.paused is true",
+            )
             return
         if status.canary_active:
             self.event(
@@ -257,7 +263,22 @@ class _Run:
                 f"canary {status.canary_version} (revision {status.canary_revision}) "
                 f"superseded by {self.version} (revision {self.revision})",
             )
-        fresh = {
+        fresh = self.fresh_canary()
+        windowed = {e.revision for e in rollback_window(status, self.spec.canary.rollback_window)}
+        if self.revision in windowed:
+            self.update(
+                **{**fresh, "step_started_at": self.now},
+                phase=Phase.PROMOTING,
+                message=f"rolling back to version {self.version} without analysis (rollbackWindow)",
+            )
+            self.event("Normal", "InstantRollback", self.status.message)
+            self.promoting()
+            return
+        self.start_canary(fresh)
+
+    def fresh_canary(self) -> dict[str, Any]:
+        """Status fields of a canary of the spec's revision that has just begun."""
+        return {
             "canary_revision": self.revision,
             "canary_version": self.version,
             "step_index": None,
@@ -267,18 +288,6 @@ class _Run:
             "rollback_reason": None,
             "analysis": AnalysisStatus(),
         }
-        windowed = {e.revision for e in rollback_window(status, self.spec.canary.rollback_window)}
-        if self.revision in windowed:
-            self.update(
-                **fresh,
-                phase=Phase.PROMOTING,
-                step_started_at=self.now,
-                message=f"rolling back to version {self.version} without analysis (rollbackWindow)",
-            )
-            self.event("Normal", "InstantRollback", self.status.message)
-            self.promoting()
-            return
-        self.start_canary(fresh)
 
     def start_canary(self, fresh: dict[str, Any]) -> None:
         self.update(
@@ -323,18 +332,7 @@ class _Run:
     def retry(self) -> None:
         if self.status.phase is Phase.ROLLED_BACK:
             self.event("Normal", "Retry", f"retrying canary {self.version}")
-            self.start_canary(
-                {
-                    "canary_revision": self.revision,
-                    "canary_version": self.version,
-                    "step_index": None,
-                    "progress_started_at": self.now,
-                    "step_started_at": None,
-                    "pause_reason": None,
-                    "rollback_reason": None,
-                    "analysis": AnalysisStatus(),
-                }
-            )
+            self.start_canary(self.fresh_canary())
             return
         if self.status.phase in {Phase.PROGRESSING, Phase.PAUSED}:
             self.update(

@@ -80,10 +80,9 @@ def queries_for(check: ResolvedCheck, target: Target) -> Queries:
             total = _increase(f"{LATENCY}_sum", selector, window)
             return Queries(value=f"{total} / {requests} * 1000", samples=requests)
         case Template.ERROR_RATE:
-            responses = "|".join(RESPONSES)
-            everything = f'{{__name__=~"{responses}",{selector[1:]}'
-            all_requests = f"sum(increase({everything}[{window}]))"
-            errors = _increase("Requests5XX", selector, window)
-            # `or vector(0)`: no 5XX series at all means no errors, not no data.
-            return Queries(value=f"({errors} or vector(0)) / {all_requests}", samples=all_requests)
+            # Each response class on its own: increase() drops metric names, so one
+            # regex over all three would collide. A class never seen counts as zero.
+            counted = [f"({_increase(name, selector, window)} or vector(0))" for name in RESPONSES]
+            everything = " + ".join(counted)
+            return Queries(value=f"{counted[-1]} / ({everything})", samples=everything)
     raise AssertionError(f"no PromQL for template {check.template}")  # pragma: no cover

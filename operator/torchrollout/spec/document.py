@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchrollout.errors import FieldProblem, SpecError
+from torchrollout.spec.durations import DURATION_PATTERN
 from torchrollout.spec.resource import (
     MODEL_NAME_PATTERN,
     SHA256_PATTERN,
@@ -90,6 +91,7 @@ def compute_revision(spec: ModelDeploymentSpec) -> str:
 
 
 _PATTERN_HINTS = {
+    DURATION_PATTERN: "a duration is a number with a unit, like 30s, 2m, 1m30s or 500ms",
     VERSION_PATTERN: "a version is a label value: letters, digits, '.', '_', '-', at most 63",
     SHA256_PATTERN: "sha256 is 64 lowercase hex digits (sha256sum prints it)",
     MODEL_NAME_PATTERN: "a model name starts with a letter: letters, digits, '_', '-'",

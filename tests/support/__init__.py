@@ -1,0 +1,1 @@
+"""Helpers shared by test packages: tiny models, TorchServe fixtures, metric parsing."""

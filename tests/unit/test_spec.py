@@ -1,0 +1,260 @@
+"""ModelDeployment validation: every rule names the field and says what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.builders import BASE, merged
+from torchrollout.errors import SpecError
+from torchrollout.spec import compute_revision, parse_model_deployment
+
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "steps not increasing",
+        {"spec": {"canary": {"steps": [10, 5]}}},
+        "spec.canary.steps",
+        "increase strictly",
+    ),
+    (
+        "step of 100",
+        {"spec": {"canary": {"steps": [50, 100]}}},
+        "spec.canary.steps[1]",
+        "less than 100",
+    ),
+    (
+        "step of 0",
+        {"spec": {"canary": {"steps": [0, 50]}}},
+        "spec.canary.steps[0]",
+        "greater than 0",
+    ),
+    ("no steps", {"spec": {"canary": {"steps": []}}}, "spec.canary.steps", "at least 1"),
+    (
+        "duration without unit",
+        {"spec": {"canary": {"interval": "30"}}},
+        "spec.canary.interval",
+        "number with a unit",
+    ),
+    (
+        "interval too long",
+        {"spec": {"canary": {"interval": "48h"}}},
+        "spec.canary.interval",
+        "between 1s and 24h",
+    ),
+    (
+        "template and query",
+        {"spec": {"canary": {"analysis": {"metrics": [{"template": "accuracy", "query": "up"}]}}}},
+        "spec.canary.analysis.metrics[0]",
+        "exactly one of template",
+    ),
+    (
+        "neither template nor query",
+        {"spec": {"canary": {"analysis": {"metrics": [{"min": 1}]}}}},
+        "spec.canary.analysis.metrics[0]",
+        "exactly one of template",
+    ),
+    (
+        "query without name",
+        {"spec": {"canary": {"analysis": {"metrics": [{"query": "up", "min": 1}]}}}},
+        "spec.canary.analysis.metrics[0]",
+        "needs a name",
+    ),
+    (
+        "query without threshold",
+        {"spec": {"canary": {"analysis": {"metrics": [{"name": "up", "query": "up"}]}}}},
+        "spec.canary.analysis.metrics[0]",
+        "needs a threshold",
+    ),
+    (
+        "unknown query variable",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [{"name": "q", "query": "x{pod='{{ pod }}'}", "max": 1}]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0]",
+        "unknown variables ['pod']",
+    ),
+    (
+        "accuracy above 1",
+        {"spec": {"canary": {"analysis": {"metrics": [{"template": "accuracy", "min": 85}]}}}},
+        "spec.canary.analysis.metrics[0]",
+        "fraction in [0, 1]",
+    ),
+    (
+        "min above max",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {"metrics": [{"name": "q", "query": "up", "min": 5, "max": 1}]}
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0]",
+        "exceeds max",
+    ),
+    (
+        "maxMs on accuracy",
+        {"spec": {"canary": {"analysis": {"metrics": [{"template": "accuracy", "maxMs": 5}]}}}},
+        "spec.canary.analysis.metrics[0]",
+        "maxMs is for latency",
+    ),
+    (
+        "ratio below 1",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {"metrics": [{"template": "latency-p99", "maxRatioVsStable": 0.5}]}
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0].maxRatioVsStable",
+        "greater than or equal to 1",
+    ),
+    (
+        "duplicate check names",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [{"template": "accuracy"}, {"template": "accuracy", "min": 0.9}]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics",
+        "unique",
+    ),
+    (
+        "failureLimit 0",
+        {"spec": {"canary": {"analysis": {"failureLimit": 0}}}},
+        "spec.canary.analysis.failureLimit",
+        "greater than or equal to 1",
+    ),
+    (
+        "unknown policy",
+        {"spec": {"canary": {"analysis": {"onError": "ignore"}}}},
+        "spec.canary.analysis.onError",
+        "'rollback' or 'pause'",
+    ),
+    (
+        "bad sha256",
+        {"spec": {"model": {"source": {"sha256": "abc"}}}},
+        "spec.model.source.sha256",
+        "64 lowercase hex",
+    ),
+    (
+        "bad source scheme",
+        {"spec": {"model": {"source": {"uri": "ftp://x/m.pt"}}}},
+        "spec.model.source.uri",
+        "is not valid",
+    ),
+    (
+        "unknown handler",
+        {"spec": {"model": {"handler": "resnet"}}},
+        "spec.model.handler",
+        "unknown handler 'resnet'; use one of sequence-classifier",
+    ),
+    (
+        "version not a label value",
+        {"spec": {"model": {"version": "2.0.0+build.1"}}},
+        "spec.model.version",
+        "label value",
+    ),
+    (
+        "missing version",
+        {"spec": {"model": {"version": None}}},
+        "spec.model.version",
+        "required field is missing",
+    ),
+    ("misspelt field", {"spec": {"canary": {"step": [1]}}}, "spec.canary.step", "unknown field"),
+    (
+        "gateway-api without gatewayRef",
+        {"spec": {"traffic": {"router": "gateway-api"}}},
+        "spec.traffic",
+        "needs gatewayRef",
+    ),
+    (
+        "gatewayRef with replicas",
+        {"spec": {"traffic": {"gatewayRef": {"name": "gw"}}}},
+        "spec.traffic",
+        "only with router: gateway-api",
+    ),
+    (
+        "autoscaling bounds",
+        {"spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+        "spec.autoscaling",
+        "exceeds maxReplicas",
+    ),
+    ("name not a DNS label", {"metadata": {"name": "Fraud_LSTM"}}, "metadata.name", "DNS label"),
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "path", "fragment"),
+    [pytest.param(o, p, f, id=n) for n, o, p, f in INVALID],
+)
+def test_invalid_specs_name_the_field_and_the_fix(
+    override: dict[str, Any], path: str, fragment: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_model_deployment(merged(BASE, {**override, "status": None}))
+    problems = {p.path: p.message for p in caught.value.problems}
+    assert path in problems, problems
+    assert fragment in problems[path]
+
+
+def test_defaults_are_documented_values() -> None:
+    md = parse_model_deployment(merged(BASE, {"spec": {"canary": None}, "status": None}))
+    canary = md.spec.canary
+    assert canary.steps == [1, 10, 25, 50]
+    assert canary.interval_seconds == 30
+    assert canary.progress_deadline_seconds == 300
+    assert canary.rollback_window == 3
+    analysis = canary.analysis
+    assert (analysis.min_samples, analysis.failure_limit, analysis.inconclusive_limit) == (50, 2, 5)
+    assert analysis.consecutive_error_limit == 4
+    assert (analysis.on_inconclusive, analysis.on_error) == ("rollback", "rollback")
+    checks = {c.name: (c.min, c.max) for c in analysis.resolved_checks()}
+    assert checks == {"latency-p99": (None, 500.0), "error-rate": (None, 0.05)}
+    assert md.spec.traffic.router == "replicas"
+    assert md.model_name == "fraud"
+
+
+def test_template_defaults_apply_only_when_no_threshold_is_set() -> None:
+    metrics = [{"template": "accuracy"}, {"template": "latency-p99", "maxRatioVsStable": 1.2}]
+    md = parse_model_deployment(
+        merged(BASE, {"spec": {"canary": {"analysis": {"metrics": metrics}}}, "status": None})
+    )
+    accuracy, latency = md.spec.canary.analysis.resolved_checks()
+    assert (accuracy.min, accuracy.max) == (0.85, None)
+    assert (latency.max, latency.max_ratio_vs_stable) == (None, 1.2)
+
+
+def test_custom_handler_module_is_accepted() -> None:
+    md = parse_model_deployment(
+        merged(BASE, {"spec": {"model": {"handler": "s3://m/handlers/mine.py"}}, "status": None})
+    )
+    assert md.spec.model.handler.endswith("mine.py")
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        ({"model": {"version": "3.0.0"}}, False),
+        ({"model": {"config": {"hidden": 64}}}, False),
+        ({"runtime": {"resources": {"limits": {"memory": "4Gi"}}}}, False),
+        ({"canary": {"steps": [5, 50]}}, True),
+        ({"paused": True}, True),
+    ],
+    ids=["version", "config", "resources", "policy", "paused"],
+)
+def test_revision_changes_only_with_what_the_pods_run(change: dict[str, Any], same: bool) -> None:
+    before = parse_model_deployment(merged(BASE, {"status": None}))
+    after = parse_model_deployment(merged(BASE, {"spec": change, "status": None}))
+    assert (compute_revision(before.spec) == compute_revision(after.spec)) is same
