@@ -6,8 +6,9 @@ import copy
 import json
 from typing import Any
 
+from torchrollout.engine import CheckMeasurements
 from torchrollout.simulation import load_resource, parse_ticks, replay
-from torchrollout.spec import ModelDeployment
+from torchrollout.spec import ModelDeployment, ModelDeploymentStatus
 
 BASE: dict[str, Any] = {
     "apiVersion": "torchrollout.io/v1alpha1",
@@ -77,7 +78,18 @@ def run(md: ModelDeployment, lines: list[dict[str, Any]]) -> list[dict[str, Any]
     return [o.summary() for o in replay(md, parse_ticks(json.dumps(line) for line in lines))]
 
 
+def final_status(md: ModelDeployment, lines: list[dict[str, Any]]) -> ModelDeploymentStatus:
+    """The status after `lines`."""
+    *_, last = replay(md, parse_ticks(json.dumps(line) for line in lines))
+    return last.status
+
+
 def status_after(md: ModelDeployment, lines: list[dict[str, Any]]) -> dict[str, Any]:
     """The status after `lines`, as a resource's YAML would hold it."""
-    *_, last = replay(md, parse_ticks(json.dumps(line) for line in lines))
-    return last.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return final_status(md, lines).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def measured(checks: dict[str, Any]) -> dict[str, CheckMeasurements]:
+    """Measurements written as in a ticks file."""
+    (parsed,) = parse_ticks([json.dumps({"t": 0, "checks": checks})])
+    return parsed.checks
