@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(archive_app, name="archive")
 app.command()(resource.crd)
 app.command()(resource.validate)
+app.command()(resource.render)
 app.command()(resource.simulate)
 
 

@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from torchrollout.errors import SpecError, TicksError
+from torchrollout.render import plan
 from torchrollout.simulation import (
     SIMULATION_START,
     load_resource,
@@ -19,7 +20,7 @@ from torchrollout.simulation import (
     replay,
 )
 from torchrollout.spec.crd import render_crd
-from torchrollout.spec.document import compute_revision, load_model_deployment
+from torchrollout.spec.document import ModelDeployment, compute_revision, load_model_deployment
 
 USAGE_ERROR = 2
 
@@ -58,6 +59,29 @@ def validate(
         version = resource.spec.model.version
         typer.echo(f"{path}: ok, {resource.metadata.name} version {version} revision {revision}")
     raise typer.Exit(1 if invalid else 0)
+
+
+def render(
+    file: Annotated[Path, typer.Option("--file", "-f", help="A ModelDeployment YAML.")],
+    stable_replicas: Annotated[
+        int | None,
+        typer.Option(help="Replicas of the stable revision (default: runtime.replicas)."),
+    ] = None,
+) -> None:
+    """Print the objects the operator would create for a ModelDeployment, as YAML."""
+    try:
+        resource = load_model_deployment(file)
+    except SpecError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(USAGE_ERROR) from exc
+    replicas = stable_replicas or _default_replicas(resource)
+    planned = plan(resource, stable_replicas=replicas)
+    typer.echo(yaml.safe_dump_all(planned.objects, sort_keys=False, width=100), nl=False)
+
+
+def _default_replicas(resource: ModelDeployment) -> int:
+    scaling = resource.spec.autoscaling
+    return scaling.min_replicas if scaling is not None else resource.spec.runtime.replicas
 
 
 def simulate(

@@ -383,7 +383,9 @@ class AutoscalingSpec(
 
     min_replicas: int = Field(default=1, ge=1)
     max_replicas: int = Field(default=10, ge=1)
-    target_cpu_utilization: int | None = Field(default=70, ge=1, le=100)
+    target_cpu_utilization: int | None = Field(
+        default=70, ge=1, le=100, alias="targetCPUUtilization"
+    )
     """Percent of requested CPU (an HPA); null to scale on Prometheus only."""
     target_memory_utilization: int | None = Field(default=None, ge=1, le=100)
     prometheus: PrometheusScaling | None = None

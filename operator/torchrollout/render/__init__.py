@@ -1,0 +1,19 @@
+"""Pure renderers: a ModelDeployment and its status in, Kubernetes objects out.
+
+No cluster access here: the operator applies what `plan` returns, and `torchrollout
+render` prints it.
+"""
+
+from __future__ import annotations
+
+from torchrollout.render.plan import Plan, canary_replicas, plan
+from torchrollout.render.traffic import canary_replicas_for, replica_weight, route_weight
+
+__all__ = [
+    "Plan",
+    "canary_replicas",
+    "canary_replicas_for",
+    "plan",
+    "replica_weight",
+    "route_weight",
+]

@@ -1,0 +1,91 @@
+"""Everything a ModelDeployment should have in the cluster, for its current status.
+
+`plan` is pure: spec and status in, objects and replica counts out. Only the spec's own
+revision can be rendered (older revisions were rendered from older specs), so the plan
+also says which other revisions' Deployments to scale and which to keep: the stable, the
+canary, and the previously promoted ones inside the rollback window, kept at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torchrollout.engine.decide import desired_weight, rollback_window
+from torchrollout.render import names
+from torchrollout.render.traffic import (
+    canary_replicas_for,
+    render_hpa,
+    render_http_route,
+    render_pdb,
+    render_services,
+)
+from torchrollout.render.workload import render_config_map, render_deployment
+from torchrollout.spec.document import ModelDeployment, compute_revision
+from torchrollout.spec.status import Phase
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Objects to apply, replica counts of Deployments not rendered, revisions to keep."""
+
+    objects: list[dict[str, Any]]
+    scale: dict[str, int]
+    keep: frozenset[str]
+    stable: str
+    canary: str | None
+    weight: int
+
+
+def canary_replicas(md: ModelDeployment, *, stable_replicas: int) -> int:
+    """Replicas of the canary revision in its current phase."""
+    status = md.status
+    if not status.canary_active:
+        return 0
+    if status.phase is Phase.PROMOTING:
+        return stable_replicas
+    if status.phase is Phase.ROLLING_BACK:
+        if md.spec.traffic.router == "replicas":
+            return 0  # with the replicas router, no replicas is how the weight becomes 0
+        return canary_replicas_for(stable_replicas, status.canary_weight)
+    # Before its first step the canary starts at its first step's size, to become ready.
+    weight = desired_weight(md.spec, status) or md.spec.canary.steps[0]
+    return canary_replicas_for(stable_replicas, weight)
+
+
+def plan(md: ModelDeployment, *, stable_replicas: int) -> Plan:
+    spec_revision = compute_revision(md.spec)
+    status = md.status
+    stable = status.stable_revision or spec_revision
+    canary = status.canary_revision if status.canary_active else None
+    replicas = {stable: stable_replicas}
+    if canary is not None:
+        replicas[canary] = canary_replicas(md, stable_replicas=stable_replicas)
+    window = {e.revision for e in rollback_window(status, md.spec.canary.rollback_window)}
+    for revision in window - replicas.keys():
+        replicas[revision] = 0
+
+    objects: list[dict[str, Any]] = []
+    rendered = spec_revision in replicas or spec_revision == status.canary_revision
+    if rendered:
+        objects += [
+            render_config_map(md),
+            render_deployment(md, replicas=replicas.get(spec_revision, 0)),
+        ]
+    weight = desired_weight(md.spec, status)
+    objects += render_services(md, stable=stable, canary=canary)
+    if md.spec.traffic.router == "gateway-api":
+        objects.append(render_http_route(md, weight=weight))
+    objects.append(render_pdb(md))
+    hpa = render_hpa(md, stable=stable)
+    if hpa is not None:
+        objects.append(hpa)
+    keep = frozenset(replicas) | ({spec_revision} if rendered else frozenset())
+    scale = {
+        names.revision_name(md, revision): count
+        for revision, count in replicas.items()
+        if revision != spec_revision
+    }
+    return Plan(
+        objects=objects, scale=scale, keep=keep, stable=stable, canary=canary, weight=weight
+    )
