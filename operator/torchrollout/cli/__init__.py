@@ -11,6 +11,7 @@ import typer
 
 from torchrollout.archive.cli import app as archive_app
 from torchrollout.cli import resource
+from torchrollout.cli.operator_command import operator
 
 app = typer.Typer(
     name="torchrollout",
@@ -24,6 +25,7 @@ app.command()(resource.crd)
 app.command()(resource.validate)
 app.command()(resource.render)
 app.command()(resource.simulate)
+app.command()(operator)
 
 
 def main() -> None:

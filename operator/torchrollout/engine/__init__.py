@@ -7,7 +7,13 @@ contract checks it): callers pass `now` and what they measured, and apply the De
 from __future__ import annotations
 
 from torchrollout.engine.assess import assess_check, tick_verdict
-from torchrollout.engine.decide import decide, desired_weight, rollback_window, seconds_until_tick
+from torchrollout.engine.decide import (
+    decide,
+    desired_weight,
+    rollback_window,
+    seconds_until_tick,
+    tick_due,
+)
 from torchrollout.engine.types import CheckMeasurements, Decision, Event, Measurement, Observation
 
 __all__ = [
@@ -21,5 +27,6 @@ __all__ = [
     "desired_weight",
     "rollback_window",
     "seconds_until_tick",
+    "tick_due",
     "tick_verdict",
 ]

@@ -88,7 +88,7 @@ def seconds_until_tick(
     return max(0.0, spec.canary.interval_seconds - (now - last).total_seconds())
 
 
-def _tick_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
+def tick_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
     # Timers fire a little early or late; a tick within 5% (at most 1 s) of its time counts.
     slack = min(1.0, 0.05 * spec.canary.interval_seconds)
     return seconds_until_tick(spec, status, now) <= slack
@@ -367,7 +367,7 @@ class _Run:
         if self.measurements is None:
             self.requeue(seconds_until_tick(self.spec, self.status, self.now))
             return
-        if not _tick_due(self.spec, self.status, self.now):
+        if not tick_due(self.spec, self.status, self.now):
             wait = seconds_until_tick(self.spec, self.status, self.now)
             self.ignored.append(f"measurements ignored: the next analysis is due in {wait:g}s")
             self.measurements = None

@@ -1,0 +1,61 @@
+"""`torchrollout operator`: run the operator, as `kopf run -m torchrollout.operator.handlers`."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+
+def operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch this namespace (repeat for more)."),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace.")
+    ] = False,
+    prometheus_url: Annotated[
+        str, typer.Option(help="Prometheus that scrapes the model pods.")
+    ] = "http://prometheus-operated.monitoring:9090",
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of the operator's /metrics; 0: off.")
+    ] = 8000,
+    liveness: Annotated[
+        str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+    ] = None,
+    peering: Annotated[
+        str | None,
+        typer.Option(help="Peering name for several replicas (needs kopf's peering CRDs)."),
+    ] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Outside a cluster: the kubeconfig.")
+    ] = None,
+    timer_seconds: Annotated[
+        float, typer.Option(help="How often each resource is looked at between events.")
+    ] = 2.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the operator until interrupted."""
+    if not namespace and not all_namespaces:
+        raise typer.BadParameter("give --namespace NS (one or more) or --all-namespaces")
+    # The kubernetes client reads KUBECONFIG once, at import: set everything first.
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    os.environ["TORCHROLLOUT_PROMETHEUS_URL"] = prometheus_url
+    os.environ["TORCHROLLOUT_METRICS_PORT"] = str(metrics_port)
+    os.environ["TORCHROLLOUT_TIMER_SECONDS"] = str(timer_seconds)
+
+    import kopf
+
+    import torchrollout.operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=verbose)
+    kopf.run(
+        clusterwide=all_namespaces,
+        namespaces=namespace or (),
+        standalone=peering is None,
+        peering_name=peering,
+        liveness_endpoint=liveness,
+    )

@@ -1,0 +1,134 @@
+"""`KubernetesCluster`: the ClusterApi over the kubernetes client's dynamic client.
+
+The dynamic client finds each kind through the API server's discovery, so built-in kinds,
+our CRD and Gateway API's HTTPRoute are handled alike. Errors are translated at this
+boundary: 404 on a kind becomes KindNotInstalled; 409 and 5xx are transient; other 4xx
+are not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import (
+    DynamicApiError,
+    NotFoundError,
+    ResourceNotFoundError,
+)
+from kubernetes.dynamic.resource import Resource
+
+from torchrollout.operator.cluster import ClusterError, KindNotInstalled
+from torchrollout.spec.document import API_VERSION, KIND
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _translate(exc: Exception, what: str) -> ClusterError:
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", "") or str(exc)
+    transient = status is None or status in {409, 429} or status >= 500
+    return ClusterError(
+        f"{what}: HTTP {status} {reason}".strip(), status=status, transient=transient
+    )
+
+
+class KubernetesCluster:
+    """A ClusterApi on an `ApiClient` (from a kubeconfig or in-cluster config)."""
+
+    def __init__(self, api_client: ApiClient) -> None:
+        self._client = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+        self._resources: dict[tuple[str, str], Resource] = {}
+
+    def _resource(self, api_version: str, kind: str) -> Resource:
+        key = (api_version, kind)
+        if key not in self._resources:
+            try:
+                self._resources[key] = self._client.resources.get(
+                    api_version=api_version, kind=kind
+                )
+            except ResourceNotFoundError:
+                # CRDs installed after start-up: look again before giving up.
+                try:
+                    self._client.resources.invalidate_cache()
+                    self._resources[key] = self._client.resources.get(
+                        api_version=api_version, kind=kind
+                    )
+                except ResourceNotFoundError as exc:
+                    raise KindNotInstalled(
+                        f"the API server does not serve {kind} ({api_version})",
+                        status=404,
+                        transient=False,
+                    ) from exc
+        return self._resources[key]
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self._resource(api_version, kind).get(name=name, namespace=namespace)
+        except NotFoundError:
+            return None
+        except (DynamicApiError, ApiException) as exc:
+            raise _translate(exc, f"get {kind} {namespace}/{name}") from exc
+        result: dict[str, Any] = found.to_dict()
+        return result
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        try:
+            found = self._resource(api_version, kind).get(
+                namespace=namespace, label_selector=selector
+            )
+        except (DynamicApiError, ApiException) as exc:
+            raise _translate(exc, f"list {kind} in {namespace}") from exc
+        items: list[dict[str, Any]] = found.to_dict().get("items", [])
+        return items
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        try:
+            created = self._resource(obj["apiVersion"], obj["kind"]).create(
+                body=obj, namespace=meta["namespace"]
+            )
+        except (DynamicApiError, ApiException) as exc:
+            raise _translate(
+                exc, f"create {obj['kind']} {meta['namespace']}/{meta['name']}"
+            ) from exc
+        result: dict[str, Any] = created.to_dict()
+        return result
+
+    def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            patched = self._resource(api_version, kind).patch(
+                body=patch, name=name, namespace=namespace, content_type=MERGE_PATCH
+            )
+        except (DynamicApiError, ApiException) as exc:
+            raise _translate(exc, f"patch {kind} {namespace}/{name}") from exc
+        result: dict[str, Any] = patched.to_dict()
+        return result
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            self._resource(api_version, kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            )
+        except NotFoundError:
+            return
+        except (DynamicApiError, ApiException) as exc:
+            raise _translate(exc, f"delete {kind} {namespace}/{name}") from exc
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resource = self._resource(API_VERSION, KIND).status
+            patched = resource.patch(
+                body={"status": status}, name=name, namespace=namespace, content_type=MERGE_PATCH
+            )
+        except (DynamicApiError, ApiException) as exc:
+            raise _translate(exc, f"patch status of {KIND} {namespace}/{name}") from exc
+        result: dict[str, Any] = patched.to_dict()
+        return result

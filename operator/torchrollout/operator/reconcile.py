@@ -1,0 +1,324 @@
+"""One reconciliation of one ModelDeployment: gather, decide, apply, report.
+
+`Reconciler.reconcile` reads the resource and its Deployments fresh from the API (never
+from a possibly stale event body), measures the checks when a tick is due, asks the
+engine what to do, applies the renderers' plan, reads back the weight the router
+achieved, and writes the status only when it changed. Transitions that need no waiting
+(a rollback once the weight is 0, a promotion once the canary is full) are settled in
+the same call. Events are posted after the status is written, so a crash in between
+repeats nothing a user would see twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from torchrollout.engine import Decision, Event, Observation, decide, tick_due
+from torchrollout.errors import SpecError
+from torchrollout.metrics import MetricProvider, Target, measure_tick
+from torchrollout.operator.cluster import ClusterApi, KindNotInstalled, apply
+from torchrollout.operator.routers import Workload, router_for
+from torchrollout.operator.telemetry import OperatorMetrics
+from torchrollout.render import names, plan
+from torchrollout.spec.document import (
+    API_VERSION,
+    KIND,
+    ModelDeployment,
+    compute_revision,
+    parse_model_deployment,
+)
+from torchrollout.spec.durations import format_duration
+from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase
+
+EventSink = Callable[[dict[str, Any], Event], None]
+IDLE_RESYNC = 60.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Outcome:
+    """What a reconciliation did, and when to look again."""
+
+    requeue_after: float | None
+    status_written: bool = False
+    events: list[Event] = field(default_factory=list)
+
+
+class Reconciler:
+    """Reconciles ModelDeployments through a ClusterApi and a MetricProvider."""
+
+    def __init__(
+        self,
+        cluster: ClusterApi,
+        provider: MetricProvider,
+        *,
+        post_event: EventSink,
+        clock: Callable[[], datetime] = utc_now,
+        metrics: OperatorMetrics | None = None,
+        settle_limit: int = 4,
+    ) -> None:
+        self.cluster = cluster
+        self.provider = provider
+        self.post_event = post_event
+        self.clock = clock
+        self.metrics = metrics or OperatorMetrics()
+        self.settle_limit = settle_limit
+
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        body = self.cluster.get(API_VERSION, KIND, namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return Outcome(requeue_after=None)
+        try:
+            md = parse_model_deployment(body, source=f"{namespace}/{name}")
+        except SpecError as exc:
+            return self._invalid(body, exc)
+        now = self.clock()
+        events: list[Event] = []
+        extra_conditions: list[Condition] = []
+        measured = False
+        decision: Decision | None = None
+        for _ in range(self.settle_limit):
+            workloads = self._workloads(md)
+            observation = self._observe(md, workloads)
+            measurements = None
+            if not measured and self._analysis_due(md, now):
+                started = time.perf_counter()
+                measurements = self._measure(md)
+                self.metrics.tick_duration.observe(time.perf_counter() - started)
+                measured = True
+            decision = decide(md, observation=observation, measurements=measurements, now=now)
+            events += decision.events
+            self.metrics.record(decision)
+            md = md.model_copy(update={"status": decision.status})
+            extra_conditions = self._apply(md, workloads, observation.stable_replicas, now)
+            achieved = self._achieved_weight(md)
+            md = md.model_copy(
+                update={"status": md.status.model_copy(update={"canary_weight": achieved})}
+            )
+            if decision.requeue_after != 0 or not decision.transitions:
+                break
+        assert decision is not None
+        status = _with_conditions(md.status, extra_conditions, now, md.metadata.generation)
+        written = self._write_status(body, status)
+        for event in events:
+            self.post_event(body, event)
+        self.metrics.canary_weight.labels(md.metadata.namespace, md.metadata.name).set(
+            status.canary_weight
+        )
+        requeue = decision.requeue_after
+        if requeue == 0:
+            requeue = 1.0  # waiting on the platform (weights, replicas): look again soon
+        return Outcome(
+            requeue_after=requeue if requeue is not None else IDLE_RESYNC,
+            status_written=written,
+            events=events,
+        )
+
+    # -- gather ----------------------------------------------------------------------
+
+    def _workloads(self, md: ModelDeployment) -> dict[str, Workload]:
+        found = self.cluster.list(
+            "apps/v1", "Deployment", md.metadata.namespace, names.selector(md)
+        )
+        workloads = {}
+        for deployment in found:
+            meta, spec, status = (
+                deployment["metadata"],
+                deployment.get("spec", {}),
+                deployment.get("status") or {},
+            )
+            revision = meta.get("labels", {}).get(names.REVISION_LABEL)
+            if revision is None:
+                continue
+            workloads[revision] = Workload(
+                name=meta["name"],
+                revision=revision,
+                replicas=spec.get("replicas", 1) if spec.get("replicas") is not None else 1,
+                ready=status.get("readyReplicas") or 0,
+                observed=(status.get("observedGeneration") or 0) >= (meta.get("generation") or 0),
+            )
+        return workloads
+
+    def _observe(self, md: ModelDeployment, workloads: dict[str, Workload]) -> Observation:
+        spec_revision = compute_revision(md.spec)
+        stable = workloads.get(md.status.stable_revision or spec_revision)
+        canary = (
+            workloads.get(spec_revision) if spec_revision != md.status.stable_revision else None
+        )
+        return Observation(
+            canary_ready=canary is not None and canary.available,
+            canary_ready_replicas=canary.ready if canary is not None else None,
+            stable_ready=stable is not None and stable.available,
+            stable_replicas=self._stable_replicas(md, stable),
+        )
+
+    def _stable_replicas(self, md: ModelDeployment, stable: Workload | None) -> int:
+        scaling = md.spec.autoscaling
+        if scaling is None:
+            return md.spec.runtime.replicas
+        # An HPA owns the stable's replicas: follow it within the spec's bounds.
+        current = stable.replicas if stable is not None else scaling.min_replicas
+        return max(scaling.min_replicas, min(scaling.max_replicas, current))
+
+    def _analysis_due(self, md: ModelDeployment, now: datetime) -> bool:
+        status = md.status
+        return (
+            status.phase is Phase.PROGRESSING
+            and status.step_index is not None
+            and status.canary_revision == compute_revision(md.spec)
+            and not md.spec.paused
+            and tick_due(md.spec, status, now)
+        )
+
+    def _measure(self, md: ModelDeployment) -> dict[str, Any]:
+        status, meta = md.status, md.metadata
+        interval = format_duration(md.spec.canary.interval_seconds)
+        canary = Target(
+            meta.namespace,
+            meta.name,
+            status.canary_revision or "",
+            status.canary_version or "",
+            interval,
+        )
+        stable = Target(
+            meta.namespace,
+            meta.name,
+            status.stable_revision or "",
+            status.stable_version or "",
+            interval,
+        )
+        return measure_tick(
+            self.provider, md.spec.canary.analysis.resolved_checks(), canary=canary, stable=stable
+        )
+
+    # -- apply -----------------------------------------------------------------------
+
+    def _apply(
+        self,
+        md: ModelDeployment,
+        workloads: dict[str, Workload],
+        stable_replicas: int,
+        now: datetime,
+    ) -> list[Condition]:
+        planned = plan(md, stable_replicas=stable_replicas)
+        conditions = []
+        for obj in planned.objects:
+            try:
+                apply(self.cluster, obj)
+            except KindNotInstalled:
+                if obj["kind"] != "HTTPRoute":
+                    raise
+                conditions.append(
+                    Condition(
+                        type="RouterReady",
+                        status="False",
+                        reason="GatewayAPINotInstalled",
+                        message="router gateway-api needs the Gateway API CRDs "
+                        "(httproutes.gateway.networking.k8s.io); "
+                        "install them or use router: replicas",
+                    )
+                )
+        for name, replicas in planned.scale.items():
+            live = next((w for w in workloads.values() if w.name == name), None)
+            if live is not None and live.replicas != replicas:
+                self.cluster.patch(
+                    "apps/v1",
+                    "Deployment",
+                    md.metadata.namespace,
+                    name,
+                    {"spec": {"replicas": replicas}},
+                )
+        for workload in workloads.values():
+            if workload.revision not in planned.keep:
+                for kind, api in (("Deployment", "apps/v1"), ("ConfigMap", "v1")):
+                    self.cluster.delete(api, kind, md.metadata.namespace, workload.name)
+        if md.spec.traffic.router == "gateway-api" and not conditions:
+            conditions.append(
+                Condition(type="RouterReady", status="True", reason="HTTPRouteApplied")
+            )
+        return conditions
+
+    def _achieved_weight(self, md: ModelDeployment) -> int:
+        workloads = self._workloads(md)
+        stable = workloads.get(md.status.stable_revision or "")
+        canary = workloads.get(md.status.canary_revision or "") if md.status.canary_active else None
+        try:
+            return router_for(md, self.cluster).achieved_weight(md, stable=stable, canary=canary)
+        except KindNotInstalled:
+            return 0
+
+    # -- report ----------------------------------------------------------------------
+
+    def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
+        new = status.model_dump(mode="json", by_alias=True)
+        old = body.get("status") or {}
+        # A merge patch deletes the fields it sets to null, so compare without them.
+        if all(_without_nulls(old.get(key)) == _without_nulls(value) for key, value in new.items()):
+            return False
+        meta = body["metadata"]
+        self.cluster.patch_status(meta["namespace"], meta["name"], new)
+        return True
+
+    def _invalid(self, body: dict[str, Any], exc: SpecError) -> Outcome:
+        meta = body["metadata"]
+        message = "; ".join(str(p) for p in exc.problems)
+        old = body.get("status") or {}
+        conditions = [c for c in old.get("conditions", []) if c.get("type") != "Degraded"]
+        conditions.append(
+            {
+                "type": "Degraded",
+                "status": "True",
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "observedGeneration": meta.get("generation"),
+            }
+        )
+        degraded: dict[str, Any] = next(
+            (c for c in old.get("conditions", []) if c.get("type") == "Degraded"), {}
+        )
+        if degraded.get("reason") == "InvalidSpec" and degraded.get("message") == message:
+            return Outcome(requeue_after=None)
+        self.cluster.patch_status(
+            meta["namespace"],
+            meta["name"],
+            {"conditions": conditions, "message": f"invalid spec: {message}"},
+        )
+        event = Event("Warning", "InvalidSpec", message)
+        self.post_event(body, event)
+        self.metrics.reconcile_errors.labels("invalid-spec").inc()
+        return Outcome(requeue_after=None, status_written=True, events=[event])
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _with_conditions(
+    status: ModelDeploymentStatus, extra: list[Condition], now: datetime, generation: int | None
+) -> ModelDeploymentStatus:
+    """The status with the operator's own conditions (RouterReady) merged in."""
+    if not extra:
+        return status
+    existing = {c.type: c for c in status.conditions}
+    merged = {c.type: c for c in status.conditions}
+    for condition in extra:
+        old = existing.get(condition.type)
+        kept = (
+            old.last_transition_time if old is not None and old.status == condition.status else now
+        )
+        merged[condition.type] = condition.model_copy(
+            update={"last_transition_time": kept, "observed_generation": generation}
+        )
+    return status.model_copy(update={"conditions": list(merged.values())})

@@ -1,0 +1,75 @@
+"""Traffic routers behind one small interface: what weight does the canary really get?
+
+Weights are set by the objects the plan renders (replica counts, or the HTTPRoute); a
+router reads back what the cluster achieved, because the status reports that and not
+what was asked for. `replicas` splits by ready pods behind one Service; `gateway-api`
+by the HTTPRoute's backend weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torchrollout.operator.cluster import ClusterApi
+from torchrollout.render import replica_weight, route_weight
+from torchrollout.render.traffic import GATEWAY_API
+from torchrollout.spec.document import ModelDeployment
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A revision's Deployment as the cluster reports it."""
+
+    name: str
+    revision: str
+    replicas: int
+    ready: int
+    observed: bool  # the controller has seen the current generation
+
+    @property
+    def available(self) -> bool:
+        return self.observed and self.replicas > 0 and self.ready >= self.replicas
+
+    @property
+    def serving(self) -> int:
+        """Pods that receive traffic: ready ones, but none once scaled to zero."""
+        return min(self.ready, self.replicas)
+
+
+class Router(Protocol):
+    def achieved_weight(
+        self, md: ModelDeployment, *, stable: Workload | None, canary: Workload | None
+    ) -> int: ...
+
+
+class ReplicasRouter:
+    """Weight is the canary's share of ready pods behind the `NAME` Service."""
+
+    def achieved_weight(
+        self, md: ModelDeployment, *, stable: Workload | None, canary: Workload | None
+    ) -> int:
+        if canary is None or stable is None or canary.name == stable.name:
+            return 0
+        return replica_weight(stable_ready=stable.serving, canary_ready=canary.serving)
+
+
+class GatewayApiRouter:
+    """Weight is what the HTTPRoute in the cluster carries."""
+
+    def __init__(self, cluster: ClusterApi) -> None:
+        self.cluster = cluster
+
+    def achieved_weight(
+        self, md: ModelDeployment, *, stable: Workload | None, canary: Workload | None
+    ) -> int:
+        route = self.cluster.get(GATEWAY_API, "HTTPRoute", md.metadata.namespace, md.metadata.name)
+        if route is None:
+            return 0
+        return route_weight(route, md) or 0
+
+
+def router_for(md: ModelDeployment, cluster: ClusterApi) -> Router:
+    if md.spec.traffic.router == "gateway-api":
+        return GatewayApiRouter(cluster)
+    return ReplicasRouter()

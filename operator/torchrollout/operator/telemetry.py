@@ -1,0 +1,61 @@
+"""The operator's own Prometheus metrics (prometheus-client), on a registry of its own.
+
+torchrollout_rollouts_total{outcome}              promoted / rolled_back / instant_rollback
+torchrollout_canary_weight{namespace, name}       the weight the router achieved
+torchrollout_check_verdicts_total{check, verdict} every check of every tick
+torchrollout_tick_duration_seconds                measuring one analysis tick
+torchrollout_reconcile_errors_total{kind}         failed reconciliations, by cause
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from torchrollout.engine import Decision
+from torchrollout.spec.status import Phase
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.rollouts = Counter(
+            "torchrollout_rollouts",
+            "Rollouts finished, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.canary_weight = Gauge(
+            "torchrollout_canary_weight",
+            "Percent of traffic the canary receives, as the router achieved it.",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
+        self.check_verdicts = Counter(
+            "torchrollout_check_verdicts",
+            "Analysis check results.",
+            ["check", "verdict"],
+            registry=self.registry,
+        )
+        self.tick_duration = Histogram(
+            "torchrollout_tick_duration_seconds",
+            "Time to measure one analysis tick.",
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "torchrollout_reconcile_errors",
+            "Failed reconciliations.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def record(self, decision: Decision) -> None:
+        """Count what a decision concluded."""
+        for check in decision.checks:
+            self.check_verdicts.labels(check.name, str(check.verdict)).inc()
+        reasons = {e.reason for e in decision.events}
+        if Phase.ROLLED_BACK in decision.transitions:
+            self.rollouts.labels("rolled_back").inc()
+        if "Promoted" in reasons:
+            self.rollouts.labels(
+                "instant_rollback" if "InstantRollback" in reasons else "promoted"
+            ).inc()

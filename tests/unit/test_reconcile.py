@@ -1,0 +1,241 @@
+"""The reconciler against an in-memory cluster: what it creates, scales, deletes and writes.
+
+The end-to-end tests run the same code against the API emulator with kopf and kubectl;
+these pin the reconciler's own decisions quickly, with a clock the test moves.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.unit.builders import BASE, merged
+from torchrollout.engine import Event, Measurement
+from torchrollout.metrics import StaticProvider
+from torchrollout.operator.cluster import FakeCluster
+from torchrollout.operator.reconcile import Reconciler
+from torchrollout.spec import API_VERSION, KIND, compute_revision, parse_model_deployment
+
+NS, NAME = "risk", "fraud"
+
+
+class World:
+    """A fake cluster holding one ModelDeployment, a provider table and a clock."""
+
+    def __init__(self, **override: Any) -> None:
+        body = merged(BASE, {"status": None, "metadata": {"uid": "uid-1"}, **override})
+        self.cluster = FakeCluster()
+        self.cluster.create(body)
+        self.provider = StaticProvider(table={})
+        self.events: list[Event] = []
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+        self.reconciler = Reconciler(
+            self.cluster,
+            self.provider,
+            post_event=lambda _body, event: self.events.append(event),
+            clock=lambda: self.now,
+        )
+
+    def body(self) -> dict[str, Any]:
+        found = self.cluster.get(API_VERSION, KIND, NS, NAME)
+        assert found is not None
+        return found
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.body().get("status", {})
+        return status
+
+    def revision(self) -> str:
+        return compute_revision(parse_model_deployment(self.body()).spec)
+
+    def set_spec(self, **spec: Any) -> None:
+        body = self.body()
+        body["spec"] = merged(body["spec"], spec)
+        self.cluster.objects[(KIND, NS, NAME)] = body
+
+    def annotate(self, **annotations: str) -> None:
+        body = self.body()
+        body["metadata"].setdefault("annotations", {}).update(annotations)
+        self.cluster.objects[(KIND, NS, NAME)] = body
+
+    def deployment(self, revision: str) -> dict[str, Any] | None:
+        return self.cluster.get("apps/v1", "Deployment", NS, f"{NAME}-{revision}")
+
+    def ready(self, revision: str) -> None:
+        self.cluster.set_ready(f"{NAME}-{revision}", NS)
+
+    def reconcile(self, after: float = 0.0) -> Any:
+        self.now += timedelta(seconds=after)
+        return self.reconciler.reconcile(NS, NAME)
+
+    def metrics(self, revision: str, accuracy: float) -> None:
+        table = dict(self.provider.table)
+        table[("accuracy", revision)] = Measurement(value=accuracy, samples=500)
+        table[("latency-p99", revision)] = Measurement(value=40.0, samples=500)
+        self.provider.table = table
+
+
+def deployed() -> World:
+    """A world whose first version (2.0.0) is deployed and stable."""
+    world = World()
+    world.reconcile()
+    world.ready(world.revision())
+    world.reconcile(1)
+    assert world.status()["phase"] == "Succeeded"
+    return world
+
+
+def test_first_deploy_creates_the_revision_and_its_services() -> None:
+    world = World()
+    outcome = world.reconcile()
+    revision = world.revision()
+    assert world.status()["phase"] == "Building"
+    deployment = world.deployment(revision)
+    assert deployment is not None and deployment["spec"]["replicas"] == 1
+    kinds = {kind for kind, _, _ in world.cluster.objects}
+    assert {"ConfigMap", "Service", "PodDisruptionBudget"} <= kinds
+    assert outcome.requeue_after == 5.0
+    world.ready(revision)
+    world.reconcile(3)
+    assert world.status()["phase"] == "Succeeded"
+    assert [e.reason for e in world.events] == ["Deploying", "Deployed"]
+
+
+def test_nothing_is_written_when_nothing_changed() -> None:
+    world = deployed()
+    world.cluster.writes.clear()
+    outcome = world.reconcile(30)
+    assert world.cluster.writes == []
+    assert outcome.status_written is False
+
+
+def canary_world() -> tuple[World, str, str]:
+    world = deployed()
+    stable = world.revision()
+    world.set_spec(model={"version": "3.0.0"})
+    world.reconcile(1)
+    canary = world.revision()
+    assert world.status()["phase"] == "Progressing"
+    assert world.deployment(canary) is not None
+    world.ready(canary)
+    world.metrics(stable, 0.92)
+    return world, stable, canary
+
+
+def test_a_good_canary_is_promoted_and_the_old_revision_kept_at_zero() -> None:
+    world, stable, canary = canary_world()
+    world.metrics(canary, 0.93)
+    world.reconcile(1)  # ready: first step
+    assert (world.status()["stepIndex"], world.status()["canaryWeight"]) == (0, 50)
+    world.reconcile(30)  # 10% step passes
+    world.ready(canary)
+    world.reconcile(30)  # 50% step passes: promoted
+    status = world.status()
+    assert status["phase"] == "Succeeded"
+    assert status["stableVersion"] == "3.0.0"
+    services = {
+        n: o["spec"]["selector"] for (k, _, n), o in world.cluster.objects.items() if k == "Service"
+    }
+    assert services["fraud-stable"]["torchrollout.io/revision"] == canary
+    old = world.deployment(stable)
+    assert old is not None and old["spec"]["replicas"] == 0
+    assert status["history"][-1]["version"] == "3.0.0"
+
+
+def test_a_bad_canary_is_rolled_back_and_scaled_down() -> None:
+    world, _, canary = canary_world()
+    world.metrics(canary, 0.5)
+    world.reconcile(1)
+    world.reconcile(30)
+    world.reconcile(30)
+    status = world.status()
+    assert status["phase"] == "RolledBack"
+    assert status["canaryWeight"] == 0
+    deployment = world.deployment(canary)
+    assert deployment is not None and deployment["spec"]["replicas"] == 0
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert "accuracy: 0.5 is below the minimum 0.85" in degraded["message"]
+    assert [e.reason for e in world.events][-2:] == ["RollingBack", "RolledBack"]
+
+
+def test_a_superseded_canary_revision_is_deleted() -> None:
+    world, _, canary = canary_world()
+    world.reconcile(1)
+    world.set_spec(model={"version": "4.0.0"})
+    world.reconcile(5)
+    assert world.status()["canaryVersion"] == "4.0.0"
+    assert world.deployment(canary) is None
+
+
+def test_manual_promote_by_annotation() -> None:
+    world, _, canary = canary_world()
+    world.reconcile(1)
+    world.annotate(**{"torchrollout.io/promote": "now"})
+    world.reconcile(2)
+    assert world.status()["phase"] == "Succeeded"
+    assert world.status()["stableRevision"] == canary
+    assert world.status()["handledRequests"] == {"promote": "now"}
+
+
+def test_an_invalid_spec_is_reported_in_a_condition_and_nothing_is_created() -> None:
+    world = World(spec={"canary": {"steps": [50, 10]}})
+    world.reconcile()
+    status = world.status()
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.canary.steps: steps must increase strictly" in degraded["message"]
+    assert {kind for kind, _, _ in world.cluster.objects} == {KIND}
+    writes = len(world.cluster.writes)
+    world.reconcile(10)
+    assert len(world.cluster.writes) == writes  # reported once
+
+
+def test_missing_gateway_api_gives_a_condition_saying_what_to_install() -> None:
+    world = World(spec={"traffic": {"router": "gateway-api", "gatewayRef": {"name": "gw"}}})
+    world.cluster.missing_kinds.add("HTTPRoute")
+    world.reconcile()
+    router = next(c for c in world.status()["conditions"] if c["type"] == "RouterReady")
+    assert router["status"] == "False"
+    assert "install them or use router: replicas" in router["message"]
+
+
+def test_gateway_api_weights_are_read_back_from_the_route() -> None:
+    world = World(spec={"traffic": {"router": "gateway-api", "gatewayRef": {"name": "gw"}}})
+    world.reconcile()
+    world.ready(world.revision())
+    world.reconcile(1)
+    world.set_spec(model={"version": "3.0.0"})
+    world.reconcile(1)
+    world.ready(world.revision())
+    world.reconcile(1)
+    route = world.cluster.get("gateway.networking.k8s.io/v1", "HTTPRoute", NS, NAME)
+    assert route is not None
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [90, 10]
+    assert world.status()["canaryWeight"] == 10
+
+
+@pytest.mark.parametrize("restart_after", [1, 2, 3])
+def test_a_restarted_operator_resumes_without_a_double_transition(restart_after: int) -> None:
+    world, _, canary = canary_world()
+    world.metrics(canary, 0.5)
+    steps = [1, 30, 30]
+    for after in steps[:restart_after]:
+        world.reconcile(after)
+    snapshot = copy.deepcopy(world.status())
+    # a new operator process: new reconciler, same cluster
+    world.reconciler = Reconciler(
+        world.cluster,
+        world.provider,
+        post_event=lambda _b, e: world.events.append(e),
+        clock=lambda: world.now,
+    )
+    world.reconcile(0)
+    assert world.status() == snapshot
+    for after in steps[restart_after:]:
+        world.reconcile(after)
+    assert world.status()["phase"] == "RolledBack"
+    assert [e.reason for e in world.events].count("RolledBack") == 1
