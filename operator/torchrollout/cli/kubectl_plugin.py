@@ -1,0 +1,169 @@
+"""`kubectl torchrollout`: read and steer ModelDeployments from kubectl.
+
+Installed as the `kubectl-torchrollout` executable, which kubectl finds on PATH. The
+steering commands only set what a user could set by hand: the promote, abort and retry
+annotations (with a fresh timestamp, so each request is acted on once) and
+`spec.paused`; the operator does the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from torchrollout.spec.document import ANNOTATION_PREFIX, GROUP, PLURAL, VERSION
+
+app = typer.Typer(
+    name="kubectl torchrollout",
+    help="Read and steer torchrollout ModelDeployments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Namespace = Annotated[
+    str | None, typer.Option("--namespace", "-n", help="Defaults to the context's.")
+]
+Kubeconfig = Annotated[str | None, typer.Option("--kubeconfig", help="Defaults to $KUBECONFIG.")]
+Name = Annotated[str, typer.Argument(help="The ModelDeployment.")]
+
+
+class _Api:
+    def __init__(self, kubeconfig: str | None, namespace: str | None) -> None:
+        from kubernetes import client, config
+
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        _, active = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+        self.namespace = namespace or active.get("context", {}).get("namespace") or "default"
+        api_client = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+        self.custom = client.CustomObjectsApi(api_client)
+        self._exception = client.exceptions.ApiException
+
+    def get(self, name: str) -> dict[str, Any]:
+        try:
+            found = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except self._exception as exc:
+            typer.echo(f"error: modeldeployment {self.namespace}/{name}: {exc.reason}", err=True)
+            raise typer.Exit(1) from exc
+        assert isinstance(found, dict)
+        return found
+
+    def patch(self, name: str, patch: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, patch
+            )
+        except self._exception as exc:
+            typer.echo(f"error: modeldeployment {self.namespace}/{name}: {exc.reason}", err=True)
+            raise typer.Exit(1) from exc
+
+
+def _request(name: str, request: str, namespace: str | None, kubeconfig: str | None) -> None:
+    api = _Api(kubeconfig, namespace)
+    api.get(name)
+    token = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api.patch(name, {"metadata": {"annotations": {ANNOTATION_PREFIX + request: token}}})
+    typer.echo(f"modeldeployment {api.namespace}/{name}: {request} requested")
+
+
+@app.command()
+def status(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Phase, versions, weight, each check against its threshold, and conditions."""
+    api = _Api(kubeconfig, namespace)
+    body = api.get(name)
+    st = body.get("status") or {}
+    steps = body.get("spec", {}).get("canary", {}).get("steps", [1, 10, 25, 50])
+    step = st.get("stepIndex")
+    lines = [
+        f"Name:     {api.namespace}/{name}",
+        f"Phase:    {st.get('phase', 'Pending')}",
+        f"Stable:   {st.get('stableVersion') or '-'} ({st.get('stableRevision') or '-'})",
+        f"Canary:   {st.get('canaryVersion') or '-'} ({st.get('canaryRevision') or '-'})",
+        f"Weight:   {st.get('canaryWeight', 0)}%"
+        + (f"  (step {step + 1}/{len(steps)})" if step is not None else ""),
+        f"Message:  {st.get('message', '')}",
+    ]
+    analysis = st.get("analysis") or {}
+    if analysis.get("checks"):
+        failed, inconclusive = analysis.get("failed", 0), analysis.get("inconclusive", 0)
+        errors = analysis.get("consecutiveErrors", 0)
+        lines.append(
+            f"Analysis: failed {failed}, inconclusive {inconclusive}, errors in a row {errors}"
+        )
+        for check in analysis["checks"]:
+            value = check.get("value")
+            stable = check.get("stableValue")
+            shown = "-" if value is None else f"{value:g}"
+            baseline = "" if stable is None else f" (stable {stable:g})"
+            lines.append(
+                f"  {check['name']:<20} {check['verdict']:<13} {shown}{baseline}  "
+                f"[{check.get('threshold', '')}] {check.get('message', '')}".rstrip()
+            )
+    for condition in st.get("conditions", []):
+        lines.append(
+            f"Condition {condition['type']}={condition['status']} "
+            f"{condition.get('reason', '')}: {condition.get('message', '')}".rstrip(": ")
+        )
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def history(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Promotions and rollbacks, oldest first."""
+    body = _Api(kubeconfig, namespace).get(name)
+    typer.echo(f"{'VERSION':<16} {'REVISION':<12} {'OUTCOME':<12} {'AT':<22} REASON")
+    for entry in (body.get("status") or {}).get("history", []):
+        outcome, at = (
+            ("promoted", entry["promotedAt"])
+            if entry.get("promotedAt")
+            else ("rolled back", entry.get("rolledBackAt", ""))
+        )
+        version, revision, reason = entry["version"], entry["revision"], entry.get("reason", "")
+        typer.echo(f"{version:<16} {revision:<12} {outcome:<12} {at:<22} {reason}")
+
+
+@app.command()
+def promote(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Promote the canary now, skipping its remaining steps."""
+    _request(name, "promote", namespace, kubeconfig)
+
+
+@app.command()
+def abort(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Roll the canary back now."""
+    _request(name, "abort", namespace, kubeconfig)
+
+
+@app.command()
+def retry(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Start a rolled-back canary again, or restart a paused canary's analysis."""
+    _request(name, "retry", namespace, kubeconfig)
+
+
+@app.command()
+def pause(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Hold the rollout where it is (spec.paused: true)."""
+    api = _Api(kubeconfig, namespace)
+    api.patch(name, {"spec": {"paused": True}})
+    typer.echo(f"modeldeployment {api.namespace}/{name}: paused")
+
+
+@app.command()
+def resume(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+    """Resume a paused rollout (also one paused by its analysis policy)."""
+    api = _Api(kubeconfig, namespace)
+    body = api.get(name)
+    api.patch(name, {"spec": {"paused": False}})
+    if (body.get("status") or {}).get("pauseReason") in {"Inconclusive", "Error"}:
+        _request(name, "retry", namespace, kubeconfig)
+    typer.echo(f"modeldeployment {api.namespace}/{name}: resumed")
+
+
+def main() -> None:
+    """Console-script entry point (`kubectl-torchrollout`)."""
+    app()
