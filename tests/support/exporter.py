@@ -35,31 +35,52 @@ class Rates:
     abs_error: float = 0.0  # sum of |error| per second
 
 
+@dataclass
+class _Series:
+    rates: Rates
+    labels: dict[str, str]
+    started: float = field(default_factory=time.monotonic)
+
+
 @dataclass(eq=False)
 class _GrowingSeries(Collector):
+    """Unlabelled series (`rates`), plus series labelled per revision (`labelled`)."""
+
     rates: Rates = field(default_factory=Rates)
+    labelled: dict[tuple[str, str], _Series] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     def collect(self) -> Iterator[Metric]:
-        elapsed = time.monotonic() - self.started
-        r = self.rates
-
-        def gauge(name: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, name, value=value)
-
-        yield gauge("torchrollout_labeled", r.labeled * elapsed)
-        yield gauge("torchrollout_correct", r.correct * elapsed)
-        yield gauge("torchrollout_abs_error_sum", r.abs_error * elapsed)
-        yield gauge("Requests2XX", (r.requests - r.errors) * elapsed)
-        yield gauge("Requests5XX", r.errors * elapsed)
-        count = r.requests * elapsed
-        buckets = [(f"{b}", count if r.latency_seconds <= b else 0.0) for b in BUCKETS]
-        yield HistogramMetricFamily(
-            "torchrollout_inference_latency_seconds",
-            "latency",
-            buckets=[*buckets, ("+Inf", count)],
-            sum_value=count * r.latency_seconds,
+        every = [_Series(self.rates, {}, self.started), *self.labelled.values()]
+        names = sorted({k for series in every for k in series.labels})
+        families = {
+            name: GaugeMetricFamily(name, name, labels=names)
+            for name in (
+                "torchrollout_labeled",
+                "torchrollout_correct",
+                "torchrollout_abs_error_sum",
+                "Requests2XX",
+                "Requests5XX",
+            )
+        }
+        latency = HistogramMetricFamily(
+            "torchrollout_inference_latency_seconds", "latency", labels=names
         )
+        for series in every:
+            elapsed = time.monotonic() - series.started
+            r, values = series.rates, [series.labels.get(n, "") for n in names]
+            families["torchrollout_labeled"].add_metric(values, r.labeled * elapsed)
+            families["torchrollout_correct"].add_metric(values, r.correct * elapsed)
+            families["torchrollout_abs_error_sum"].add_metric(values, r.abs_error * elapsed)
+            families["Requests2XX"].add_metric(values, (r.requests - r.errors) * elapsed)
+            families["Requests5XX"].add_metric(values, r.errors * elapsed)
+            count = r.requests * elapsed
+            buckets = [(f"{b}", count if r.latency_seconds <= b else 0.0) for b in BUCKETS]
+            latency.add_metric(
+                values, [*buckets, ("+Inf", count)], sum_value=count * r.latency_seconds
+            )
+        yield from families.values()
+        yield latency
 
 
 class Exporter:
@@ -75,6 +96,14 @@ class Exporter:
     @property
     def rates(self) -> Rates:
         return self._series.rates
+
+    def revision(self, namespace: str, revision: str) -> Rates:
+        """The rates of series labelled with this namespace and revision (made on first use)."""
+        key = (namespace, revision)
+        if key not in self._series.labelled:
+            labels = {"namespace": namespace, "revision": revision}
+            self._series.labelled[key] = _Series(Rates(), labels)
+        return self._series.labelled[key].rates
 
     @property
     def address(self) -> str:

@@ -39,6 +39,7 @@ class ScrapeTarget:
     address: str
     labels: dict[str, str] = field(default_factory=dict)
     metrics_path: str = "/metrics"
+    honor_labels: bool = False  # keep the target's own namespace/revision labels
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -81,6 +82,7 @@ class PrometheusServer:
                 {
                     "job_name": f"target-{number}",
                     "metrics_path": target.metrics_path,
+                    "honor_labels": target.honor_labels,
                     "static_configs": [{"targets": [target.address], "labels": target.labels}],
                 }
             )

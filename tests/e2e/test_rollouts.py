@@ -1,0 +1,307 @@
+"""Rollouts as users run them: kubectl apply, a real operator, real Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import (
+    BAD,
+    BIN,
+    GOOD,
+    HTTPROUTE_CRD,
+    OperatorProcess,
+    dump,
+    get_md,
+    model_deployment,
+    play,
+    plugin,
+    revision_of,
+    status_of,
+)
+from tests.kube_emulator import KubeEmulator
+from tests.kube_emulator.fixtures import Kubectl, eventually
+from tests.support.exporter import Exporter
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def phase_is(api: client.CustomObjectsApi, namespace: str, phase: str, **fields: Any) -> bool:
+    status = status_of(api, namespace)
+    assert status.get("phase") not in {"RolledBack", "Failed"} - {phase}, status.get("message")
+    return status.get("phase") == phase and all(status.get(k) == v for k, v in fields.items())
+
+
+def deploy_stable(
+    kubectl: Kubectl, api: client.CustomObjectsApi, exporter: Exporter, namespace: str, **spec: Any
+) -> dict[str, Any]:
+    body = model_deployment(namespace, "1.0.0", **spec)
+    play(exporter, namespace, body, GOOD)
+    kubectl.apply(dump(body))
+    eventually(lambda: phase_is(api, namespace, "Succeeded", stableVersion="1.0.0"), timeout=30)
+    return body
+
+
+def deployments(api_client: client.ApiClient, namespace: str) -> dict[str, int]:
+    apps = client.AppsV1Api(api_client)
+    found = apps.list_namespaced_deployment(namespace).items
+    return {d.metadata.name: d.spec.replicas for d in found}
+
+
+def test_first_deploy_then_a_good_canary_is_promoted(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    stable = deploy_stable(kubectl, md_api, exporter, namespace)
+    old = revision_of(stable)
+    table = kubectl("get", "md", "-n", namespace).stdout
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "AGE"]
+    assert table.split("\n")[1].split()[:3] == ["fraud", "Succeeded", "1.0.0"]
+    assert deployments(api_client, namespace) == {f"fraud-{old}": 1}
+
+    canary = model_deployment(namespace, "2.0.0")
+    play(exporter, namespace, canary, GOOD)
+    kubectl.apply(dump(canary))
+    new = revision_of(canary)
+    eventually(
+        lambda: phase_is(md_api, namespace, "Progressing", canaryVersion="2.0.0"), timeout=20
+    )
+    eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="2.0.0"), timeout=60)
+
+    core = client.CoreV1Api(api_client)
+    selectors = {
+        s.metadata.name: s.spec.selector for s in core.list_namespaced_service(namespace).items
+    }
+    assert selectors["fraud-stable"]["torchrollout.io/revision"] == new
+    assert selectors["fraud"] == {"torchrollout.io/deployment": "fraud"}
+    eventually(lambda: deployments(api_client, namespace) == {f"fraud-{old}": 0, f"fraud-{new}": 1})
+    status = status_of(md_api, namespace)
+    assert [h["version"] for h in status["history"]] == ["1.0.0", "2.0.0"]
+    verdicts = {c["name"]: c["verdict"] for c in status["analysis"]["checks"]}
+    assert verdicts == {"accuracy": "Successful", "error-rate": "Successful"}
+    described = kubectl("describe", "md", "fraud", "-n", namespace).stdout
+    assert "Promoted" in described and "StepAdvanced" in described
+
+
+def test_a_bad_canary_is_rolled_back_with_a_degraded_condition(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    canary = model_deployment(namespace, "2.0.0")
+    play(exporter, namespace, canary, BAD)
+    kubectl.apply(dump(canary))
+    eventually(lambda: status_of(md_api, namespace).get("phase") == "RolledBack", timeout=60)
+    status = status_of(md_api, namespace)
+    assert status["stableVersion"] == "1.0.0"
+    assert status["canaryWeight"] == 0
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert "accuracy: 0.5 is below the minimum 0.85" in degraded["message"]
+    eventually(lambda: deployments(api_client, namespace)[f"fraud-{revision_of(canary)}"] == 0)
+    assert "rolled back" in kubectl("get", "md", "fraud", "-n", namespace, "-o", "wide").stdout
+
+
+def test_a_canary_never_ready_is_rolled_back_at_the_deadline(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    emulator: KubeEmulator,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    canary = model_deployment(namespace, "2.0.0", canary={"progressDeadlineSeconds": 4})
+    emulator.deployments.set_unready(namespace, f"fraud-{revision_of(canary)}")
+    kubectl.apply(dump(canary))
+    eventually(lambda: status_of(md_api, namespace).get("phase") == "RolledBack", timeout=30)
+    assert "was not ready within 4s" in status_of(md_api, namespace)["message"]
+
+
+@pytest.mark.parametrize(
+    ("command", "phase"),
+    [("promote", "Succeeded"), ("abort", "RolledBack")],
+)
+def test_manual_control_with_the_kubectl_plugin(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    exporter: Exporter,
+    kube_emulator: KubeEmulator,
+    namespace: str,
+    command: str,
+    phase: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    canary = model_deployment(namespace, "2.0.0", canary={"interval": "1h"})  # would never advance
+    play(exporter, namespace, canary, GOOD)
+    kubectl.apply(dump(canary))
+    eventually(lambda: phase_is(md_api, namespace, "Progressing", stepIndex=0), timeout=20)
+    done = plugin(kube_emulator, command, "fraud", "-n", namespace)
+    assert f"{command} requested" in done.stdout
+    eventually(lambda: status_of(md_api, namespace).get("phase") == phase, timeout=20)
+    shown = plugin(kube_emulator, "status", "fraud", "-n", namespace).stdout
+    assert f"Phase:    {phase}" in shown
+
+
+def test_retry_after_a_rollback_and_history_in_the_plugin(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    exporter: Exporter,
+    kube_emulator: KubeEmulator,
+    namespace: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    canary = model_deployment(namespace, "2.0.0")
+    play(exporter, namespace, canary, BAD)
+    kubectl.apply(dump(canary))
+    eventually(lambda: status_of(md_api, namespace).get("phase") == "RolledBack", timeout=60)
+    play(exporter, namespace, canary, GOOD)  # the problem was elsewhere and is fixed
+    plugin(kube_emulator, "retry", "fraud", "-n", namespace)
+    eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="2.0.0"), timeout=60)
+    history = plugin(kube_emulator, "history", "fraud", "-n", namespace).stdout.splitlines()
+    assert [line.split()[0] for line in history[1:]] == ["1.0.0", "2.0.0", "2.0.0"]
+    assert "rolled back" in history[2] and "promoted" in history[3]
+
+
+def test_reverting_to_a_recent_version_rolls_back_instantly(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    canary = model_deployment(namespace, "2.0.0")
+    play(exporter, namespace, canary, GOOD)
+    kubectl.apply(dump(canary))
+    eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="2.0.0"), timeout=60)
+    kubectl.apply(dump(model_deployment(namespace, "1.0.0")))  # git revert
+    eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="1.0.0"), timeout=20)
+    status = status_of(md_api, namespace)
+    assert status["analysis"]["checks"] == []  # no analysis ran for the revert
+    assert "without analysis" in status["history"][-1]["reason"]
+
+
+def test_a_new_version_mid_canary_supersedes_it(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    stable = deploy_stable(kubectl, md_api, exporter, namespace)
+    second = model_deployment(namespace, "2.0.0", canary={"interval": "1h"})
+    kubectl.apply(dump(second))
+    eventually(lambda: phase_is(md_api, namespace, "Progressing", stepIndex=0), timeout=20)
+    third = model_deployment(namespace, "3.0.0")
+    play(exporter, namespace, third, GOOD)
+    kubectl.apply(dump(third))
+    eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="3.0.0"), timeout=60)
+    names = set(deployments(api_client, namespace))
+    assert f"fraud-{revision_of(second)}" not in names
+    assert {f"fraud-{revision_of(stable)}", f"fraud-{revision_of(third)}"} <= names
+
+
+def test_an_operator_killed_mid_canary_resumes_without_a_double_transition(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    canary = model_deployment(namespace, "2.0.0", canary={"steps": [10, 30, 60]})
+    play(exporter, namespace, canary, GOOD)
+    kubectl.apply(dump(canary))
+    eventually(lambda: phase_is(md_api, namespace, "Progressing", stepIndex=1), timeout=30)
+    operator_process.restart()
+    eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="2.0.0"), timeout=60)
+    status = status_of(md_api, namespace)
+    assert [h["version"] for h in status["history"]] == ["1.0.0", "2.0.0"]
+    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+    promoted = [e for e in events if e.reason == "Promoted"]
+    assert sum(e.count or 1 for e in promoted) == 1
+
+
+def test_gateway_api_router_sets_and_reads_httproute_weights(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    kubectl("apply", "-f", str(HTTPROUTE_CRD))
+    traffic = {"router": "gateway-api", "gatewayRef": {"name": "edge", "namespace": "gateways"}}
+    deploy_stable(kubectl, md_api, exporter, namespace, traffic=traffic)
+    canary = model_deployment(namespace, "2.0.0", traffic=traffic, canary={"interval": "1h"})
+    kubectl.apply(dump(canary))
+    eventually(
+        lambda: phase_is(md_api, namespace, "Progressing", stepIndex=0, canaryWeight=20), timeout=20
+    )
+    route = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes", "fraud"
+    )
+    weights = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+    assert weights == {"fraud-stable": 80, "fraud-canary": 20}
+    router = next(
+        c for c in status_of(md_api, namespace)["conditions"] if c["type"] == "RouterReady"
+    )
+    assert router["status"] == "True"
+
+
+def test_delete_leaves_nothing_behind(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    assert get_md(md_api, namespace)["metadata"]["finalizers"] == [
+        "operator.torchrollout.io/finalizer"
+    ]
+    kubectl("delete", "md", "fraud", "-n", namespace, "--timeout=30s")
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    eventually(lambda: not apps.list_namespaced_deployment(namespace).items, timeout=20)
+    eventually(lambda: not core.list_namespaced_service(namespace).items, timeout=20)
+    assert not core.list_namespaced_config_map(namespace).items
+
+
+def test_an_invalid_resource_is_refused_by_the_api_and_the_operator_keeps_serving(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    broken = model_deployment(namespace, "1.0.0", canary={"steps": [0, 200]})
+    refused = kubectl("apply", "-f", "-", input=dump(broken), check=False)
+    assert refused.returncode != 0
+    assert "spec.canary.steps[1]" in refused.stderr
+    # a mistake only the operator sees (CEL is not evaluated here): a condition says what to fix
+    decreasing = model_deployment(namespace, "1.0.0", canary={"steps": [60, 20]})
+    kubectl.apply(dump(decreasing))
+    eventually(
+        lambda: "steps must increase strictly" in status_of(md_api, namespace).get("message", ""),
+        timeout=20,
+    )
+    deploy_stable(kubectl, md_api, exporter, namespace)  # fixed: it proceeds
+    assert operator_process.process is not None and operator_process.process.poll() is None
+    assert "torchrollout_check_verdicts" in operator_process.metrics()
+    assert BIN.exists()
