@@ -160,6 +160,7 @@ def render_deployment(md: ModelDeployment, *, replicas: int) -> dict[str, Any]:
         {"name": "LOG_LOCATION", "value": "/tmp/logs"},
         {"name": "METRICS_LOCATION", "value": "/tmp/logs"},
         {"name": "TORCHROLLOUT_PVC_ROOT", "value": PVC_ROOT},
+        {"name": "TORCHROLLOUT_HANDLERS_DIR", "value": names.HANDLERS_DIR},
     ]
     resources = runtime.resources.model_dump(by_alias=True)
     deployment = {

@@ -1,0 +1,32 @@
+"""Model archives: fetch weights, verify them, pack a TorchServe .mar, smoke-test it, serve it.
+
+Modules: `fetch` (sources, sha256), `weights` (format, safety), `handlers` (where the built-in
+handlers live), `build` (the step-by-step build), `smoke` (in-process load + sample run),
+`torchserve` (start / stop a real TorchServe on loopback), `cli` (`torchrollout archive`),
+`errors` (the exception tree). No module imports torch, ts or model_archiver at import time
+(they are imported inside the functions that need them), so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+from torchrollout.archive.errors import (
+    ArchiveError,
+    DigestMismatch,
+    FetchError,
+    LoadError,
+    PackError,
+    SmokeTestFailed,
+    UnsafeWeights,
+    UsageError,
+)
+
+__all__ = [
+    "ArchiveError",
+    "DigestMismatch",
+    "FetchError",
+    "LoadError",
+    "PackError",
+    "SmokeTestFailed",
+    "UnsafeWeights",
+    "UsageError",
+]

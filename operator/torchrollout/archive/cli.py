@@ -1,0 +1,130 @@
+"""`torchrollout archive build`: the command line over `build.build_archive`.
+
+Parses options, reads the config and sample-input JSON files, shows download progress on
+stderr, prints the JSON summary on stdout. On failure it prints `archive build failed at
+<step>: <reason>` on stderr and exits 1 (2 for usage errors). torch and TorchServe are imported
+only when a build runs, so this module (and `torchrollout --help`) loads fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+
+from torchrollout.archive.errors import ArchiveError, UsageError
+
+app = typer.Typer(help="Build and check TorchServe model archives.", no_args_is_help=True)
+_stderr = Console(stderr=True)
+
+
+class StderrProgress:
+    """Download progress on stderr: a rich bar on a terminal, one plain line per file else."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._name = ""
+        self._size = 0
+
+    def start(self, name: str, total: int | None) -> None:
+        self._name, self._size = name, 0
+        if self._console.is_terminal:
+            self._progress = Progress(
+                TextColumn("fetch {task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=self._console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(name, total=total)
+
+    def advance(self, size: int) -> None:
+        self._size += size
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, size)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        else:
+            sys.stderr.write(f"fetched {self._name} ({self._size} bytes)\n")
+
+
+def _read_json(path: Path | None, option: str) -> Any:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{option}: cannot read JSON from {path}: {exc}") from exc
+
+
+@app.command()
+def build(
+    *,
+    source: Annotated[
+        str, typer.Option(help="Weights URI: https://, s3://, pvc://, file://, path.")
+    ],
+    handler: Annotated[
+        str, typer.Option(help="A built-in handler name or a custom handler .py URI.")
+    ],
+    name: Annotated[str, typer.Option(help="Model name (the archive is NAME.mar).")],
+    version: Annotated[str, typer.Option(help="Model version (label model_version).")],
+    output: Annotated[Path, typer.Option(help="Folder the archive is published into.")],
+    sha256: Annotated[
+        str | None, typer.Option(help="Expected sha256 of the weights (hex).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Handler config JSON file.")] = None,
+    sample_input: Annotated[
+        Path | None, typer.Option(help="A request body (JSON) run through the archive.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="TorchServe batchSize.")] = None,
+    max_batch_delay: Annotated[
+        int | None, typer.Option(help="TorchServe maxBatchDelay (ms).")
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None, typer.Option(help="PEM bundle to trust for https sources.")
+    ] = None,
+) -> None:
+    """Fetch, verify, pack and smoke-test a model archive; print a JSON summary."""
+    from torchrollout.archive.build import BuildRequest, build_archive
+
+    try:
+        handler_config = _read_json(config, "--config") or {}
+        if not isinstance(handler_config, dict):
+            raise UsageError("--config: expected a JSON object")
+        request = BuildRequest(
+            source=source,
+            name=name,
+            version=version,
+            handler=handler,
+            output=output,
+            sha256=sha256,
+            config=handler_config,
+            sample_input=_read_json(sample_input, "--sample-input"),
+            batch_size=batch_size,
+            max_batch_delay_ms=max_batch_delay,
+            ca_bundle=ca_bundle,
+        )
+        result = build_archive(request, progress=StderrProgress(_stderr))
+    except ArchiveError as exc:
+        # Plain write, not rich: the message must stay one greppable line in CI logs.
+        sys.stderr.write(f"archive build failed at {exc.step}: {exc.message}\n")
+        raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
+    sys.stdout.write(json.dumps(result.summary(), indent=2) + "\n")

@@ -1,0 +1,62 @@
+"""The archive builder's exceptions: one tree, each error naming the step that failed.
+
+    ArchiveError            base; `.step` is the failing step, shown by the CLI
+    ├── UsageError          step "config": bad arguments (unknown handler, unreadable config)
+    ├── FetchError          step "fetch": the source could not be downloaded or read
+    ├── DigestMismatch      step "verify": the bytes do not have the expected sha256
+    ├── UnsafeWeights       step "load": the weights need code to unpickle (weights_only refuses)
+    ├── LoadError           step "load": the weights do not load into the handler's model
+    ├── PackError           step "pack": torch-model-archiver failed
+    └── SmokeTestFailed     step "smoke-test": the archive loaded but the sample input failed
+
+Third-party errors (httpx, botocore, torch, model_archiver, ts) are translated into these
+where they are raised (`raise FetchError(...) from exc`), never further up.
+"""
+
+from __future__ import annotations
+
+
+class ArchiveError(Exception):
+    """Building an archive failed at `step`."""
+
+    step = "build"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.message}"
+
+
+class UsageError(ArchiveError):
+    step = "config"
+
+
+class FetchError(ArchiveError):
+    step = "fetch"
+
+
+class DigestMismatch(ArchiveError):
+    step = "verify"
+
+    def __init__(self, *, expected: str, actual: str, source: str) -> None:
+        super().__init__(f"sha256 of {source} is {actual}, expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class UnsafeWeights(ArchiveError):
+    step = "load"
+
+
+class LoadError(ArchiveError):
+    step = "load"
+
+
+class PackError(ArchiveError):
+    step = "pack"
+
+
+class SmokeTestFailed(ArchiveError):
+    step = "smoke-test"

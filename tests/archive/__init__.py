@@ -1,0 +1,1 @@
+"""The archive builder: sources, digests, unsafe weights, smoke tests, the CLI."""

@@ -1,0 +1,1 @@
+"""Built-in handlers served by a real TorchServe, and in-process."""

@@ -1,0 +1,134 @@
+"""Session fixtures for the handler tests: example models, archives, one real TorchServe.
+
+TorchServe starts once per session with every archive (`served`), on free loopback ports,
+in a temp working dir; it is stopped with SIGTERM (its whole process group) at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.fixtures import build, example, make_examples
+from tests.support.models import (
+    FamilyModel,
+    keep_inductor_cache_in,
+    write_family_models,
+    write_formats,
+)
+from torchrollout.archive.handlers import metrics_config
+from torchrollout.archive.torchserve import TorchServe
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    keep_inductor_cache_in(tmp_path_factory.mktemp("inductor"))
+
+
+@pytest.fixture(scope="session")
+def examples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_examples(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FamilyModel]:
+    return write_family_models(tmp_path_factory.mktemp("families"))
+
+
+@pytest.fixture(scope="session")
+def format_files(examples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    ex = example(examples_dir, "sequence-classifier", "v1")
+    return write_formats(tmp_path_factory.mktemp("formats"), ex.weights, ex.config, steps=16)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the session's TorchServe serves: model name -> (version), and its URLs."""
+
+    server: TorchServe
+    versions: dict[str, str]
+
+    def predict(self, client: httpx.Client, model: str, body: object) -> httpx.Response:
+        return client.post(f"{self.server.inference_url}/predictions/{model}", json=body)
+
+
+@pytest.fixture(scope="session")
+def archives(
+    examples_dir: Path,
+    family_models: dict[str, FamilyModel],
+    format_files: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[Path, str]]:
+    """Every archive the session serves: name -> (.mar, version)."""
+    out = tmp_path_factory.mktemp("archives")
+    seq = example(examples_dir, "sequence-classifier", "v1")
+    trained = [
+        # name, example, version, batch size, max batch delay (ms)
+        ("seqcls", seq, "1.0.0", None, None),
+        ("seqcls-batched", example(examples_dir, "sequence-classifier", "v2"), "2.0.0", 8, 150),
+        ("metrics-probe", seq, "1.0.0-probe", None, None),
+        ("regressor", example(examples_dir, "sequence-regressor", "v1"), "1.0.0", None, None),
+        ("anomaly", example(examples_dir, "lstm-autoencoder-anomaly", "v1"), "1.0.0", None, None),
+    ]
+    result: dict[str, tuple[Path, str]] = {}
+    for name, ex, version, batch_size, delay in trained:
+        built = build(
+            weights=ex.weights,
+            handler=ex.family,  # the example folders are named after their handlers
+            config=ex.config,
+            name=name,
+            version=version,
+            output=out,
+            sample=ex.sample,
+            batch_size=batch_size,
+            max_batch_delay_ms=delay,
+        )
+        result[name] = (built.archive, version)
+    for name, fm in family_models.items():
+        built = build(
+            weights=fm.weights,
+            handler=fm.handler,
+            config=fm.config_data(),
+            name=name,
+            version="0.1.0",
+            output=out,
+            sample=fm.sample,
+        )
+        result[name] = (built.archive, "0.1.0")
+    built = build(
+        weights=format_files["export"],
+        handler="sequence-classifier",
+        config={"classes": ["down", "flat", "up"], "input": {"shape": [16, 3]}},
+        name="seqcls-pt2",
+        version="1.0.0",
+        output=out,
+        sample=seq.sample,
+    )
+    result["seqcls-pt2"] = (built.archive, "1.0.0")
+    return result
+
+
+@pytest.fixture(scope="session")
+def served(
+    archives: dict[str, tuple[Path, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    server = TorchServe(
+        models={name: mar for name, (mar, _) in archives.items()},
+        workdir=tmp_path_factory.mktemp("torchserve"),
+        metrics_config=metrics_config(),
+    )
+    server.start(timeout=180)
+    try:
+        yield Served(server, {name: version for name, (_, version) in archives.items()})
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30.0) as c:
+        yield c

@@ -1,0 +1,127 @@
+"""Handler behaviour without a server: archives loaded through `ts` in this process.
+
+Covers what the TorchServe tests do not need a server for: per-request statuses inside one
+batch, label validation per family, request limits, metrics switched off by config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.fixtures import build, example
+from tests.support.models import FamilyModel
+from torchrollout.archive.smoke import LoadedArchive, load_archive
+
+
+def _load(tmp: Path, name: str, **build_args: Any) -> LoadedArchive:
+    built = build(name=name, version="1.0.0", output=tmp / "out", **build_args)
+    return load_archive(built.archive, tmp / "load", model_name=name)
+
+
+@pytest.fixture(scope="module")
+def seqcls(examples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> LoadedArchive:
+    ex = example(examples_dir, "sequence-classifier", "v1")
+    return _load(
+        tmp_path_factory.mktemp("seqcls"),
+        "seqcls",
+        weights=ex.weights,
+        handler="sequence-classifier",
+        config={**ex.config, "max_instances": 4},
+    )
+
+
+def test_one_batch_answers_each_request_with_its_own_status(
+    seqcls: LoadedArchive, examples_dir: Path
+) -> None:
+    good = example(examples_dir, "sequence-classifier", "v1").traffic()[0]
+    answers = seqcls.handle([good, {"input": [[1.0]]}, {"instances": [good, good]}])
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert answers[0][1]["prediction"] in ("down", "flat", "up")
+    assert answers[1][1] == {
+        "code": 400,
+        "type": "InternalServerException",
+        "message": "input: expected a nested list of shape [N, 3] of finite numbers (float32), "
+        "got shape [1, 1]",
+    }
+    assert len(answers[2][1]["predictions"]) == 2
+
+
+def test_a_lone_bad_request_raises_prediction_exception(seqcls: LoadedArchive) -> None:
+    [(status, answer)] = seqcls.handle([{"input": [[1.0, 2.0, "x"]]}])
+    assert status == 400
+    assert answer["message"].startswith("input: expected a nested list")
+
+
+def test_too_many_instances_in_one_request(seqcls: LoadedArchive, examples_dir: Path) -> None:
+    good = example(examples_dir, "sequence-classifier", "v1").traffic()[0]
+    [(status, answer)] = seqcls.handle([{"instances": [good] * 5}])
+    assert status == 400
+    assert answer["message"] == "instances: 5 instances; at most 4 per request"
+
+
+LABELS = [
+    ("seq-multi", {"direction": "up", "regime": "calm"}, 200),
+    ("seq-multi", {"direction": 2, "regime": 1}, 200),
+    ("seq-multi", {"direction": "up"}, "label: expected an object with one class per target"),
+    ("seq-multi", "up", "label: expected an object"),
+    ("seq-multi", {"direction": "up", "regime": "stormy"}, "label.regime: expected a class"),
+    ("policy", "buy", 200),
+    ("policy", 7, "label: expected a class index in [0, 3]"),
+    ("policy", True, "label: expected a class index"),
+]
+
+
+@pytest.mark.parametrize(("family", "label", "expected"), LABELS)
+def test_labels_are_validated_per_family(
+    family_models: dict[str, FamilyModel],
+    tmp_path: Path,
+    family: str,
+    label: Any,
+    expected: int | str,
+) -> None:
+    fm = family_models[family]
+    loaded = _load(
+        tmp_path, family, weights=fm.weights, handler=fm.handler, config=fm.config_data()
+    )
+    [(status, answer)] = loaded.handle([{**fm.sample, "label": label}])
+    if expected == 200:
+        assert status == 200, answer
+    else:
+        assert status == 400
+        assert str(expected) in answer["message"]
+
+
+@pytest.mark.parametrize(
+    ("family", "label", "message"),
+    [
+        ("sequence-regressor", [1.0, 2.0], "label: expected a list of 4 finite numbers"),
+        ("sequence-regressor", [1.0, 2.0, None, 3.0], "label: expected a list of 4"),
+        ("lstm-autoencoder-anomaly", "yes", "label: expected true/false"),
+    ],
+)
+def test_regression_and_anomaly_labels(
+    examples_dir: Path, tmp_path: Path, family: str, label: Any, message: str
+) -> None:
+    ex = example(examples_dir, family, "v1")
+    loaded = _load(tmp_path, "m", weights=ex.weights, handler=family, config=ex.config)
+    [(status, answer)] = loaded.handle([{"input": ex.sample["input"], "label": label}])
+    assert status == 400
+    assert message in answer["message"]
+
+
+def test_metrics_can_be_switched_off_by_config(examples_dir: Path, tmp_path: Path) -> None:
+    ex = example(examples_dir, "sequence-classifier", "v1")
+    loaded = _load(
+        tmp_path,
+        "quiet",
+        weights=ex.weights,
+        handler="sequence-classifier",
+        config={**ex.config, "metrics": False},
+    )
+    handler = loaded.service._entry_point.__self__
+    assert handler.metrics.enabled is False
+    [(status, _)] = loaded.handle([ex.sample])
+    assert status == 200

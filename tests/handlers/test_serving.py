@@ -1,0 +1,300 @@
+"""Every handler family on a real TorchServe: answers, 400s, batching, metrics.
+
+One TorchServe serves all archives for the session (see conftest.py). Answers are compared
+with the raw model's forward pass in this process; metrics are read from :8082/metrics as
+Prometheus would scrape them.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from tests.handlers.conftest import Served
+from tests.support import prometheus_text as prom
+from tests.support.fixtures import example
+from tests.support.models import FamilyModel, raw_forward, raw_model
+
+pytestmark = pytest.mark.torchserve
+
+
+def expected_answer(
+    model: torch.nn.Module, config: dict[str, Any], instance: dict[str, Any]
+) -> Any:
+    """What the handler should answer for one instance, from the raw forward pass."""
+    out = raw_forward(model, instance)
+    kind = config["architecture"]["kind"]
+    if kind.endswith("regressor"):
+        return {"prediction": out[0].tolist()}
+    if kind == "lstm-autoencoder":
+        x = torch.tensor(instance["input"])
+        score = float(((x - out[0]) ** 2).mean())
+        return {"score": score, "anomaly": score > config["threshold"]}
+    classes = config.get("classes", [])
+
+    def answer(logits: torch.Tensor, names: list[str]) -> dict[str, Any]:
+        probs = torch.softmax(logits[0], dim=-1)
+        index = int(probs.argmax())
+        return {"prediction": names[index] if names else index, "probabilities": probs.tolist()}
+
+    if isinstance(out, dict):
+        return {"outputs": {t: answer(v, classes.get(t, [])) for t, v in out.items()}}
+    return answer(out, classes)
+
+
+def assert_matches(actual: Any, expected: Any) -> None:
+    if isinstance(expected, dict):
+        for key, value in expected.items():
+            assert key in actual, f"{key} missing from {actual}"
+            assert_matches(actual[key], value)
+    elif isinstance(expected, list):
+        assert actual == pytest.approx(expected, abs=1e-5)
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    else:
+        assert actual == expected
+
+
+@pytest.fixture(scope="session")
+def references(
+    examples_dir: Path, family_models: dict[str, FamilyModel]
+) -> dict[str, tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]]:
+    """Served model name -> (raw model, config, a known instance)."""
+    refs = {}
+    for name, fm in family_models.items():
+        config = fm.config_data()
+        refs[name] = (raw_model(config, fm.weights), config, fm.sample)
+    for name, family in [
+        ("seqcls", "sequence-classifier"),
+        ("regressor", "sequence-regressor"),
+        ("anomaly", "lstm-autoencoder-anomaly"),
+    ]:
+        ex = example(examples_dir, family, "v1")
+        refs[name] = (raw_model(ex.config, ex.weights), ex.config, ex.traffic()[5])
+    refs["seqcls-pt2"] = refs["seqcls"]
+    return refs
+
+
+FAMILY_NAMES = [
+    "seqcls",
+    "seqcls-pt2",
+    "seq-multi",
+    "seq-gru",
+    "transformer",
+    "cnn1d",
+    "gcn",
+    "policy",
+    "regressor",
+    "anomaly",
+]
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_answer_matches_the_raw_forward_pass(
+    served: Served, client: httpx.Client, references: dict[str, Any], name: str
+) -> None:
+    model, config, instance = references[name]
+    response = served.predict(client, name, instance)
+    assert response.status_code == 200, response.text
+    assert_matches(response.json(), expected_answer(model, config, instance))
+
+
+def test_a_request_may_carry_many_instances_of_different_lengths(
+    served: Served, client: httpx.Client, references: dict[str, Any]
+) -> None:
+    model, config, instance = references["seqcls"]
+    shorter = {"input": instance["input"][:9]}
+    instances = [instance, shorter, instance]
+    response = served.predict(client, "seqcls", {"instances": instances})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 3
+    for answer, inst in zip(predictions, instances, strict=True):
+        assert_matches(answer, expected_answer(model, config, inst))
+
+
+GOOD_ROW = [0.1, 0.2, 0.3]
+MALFORMED: list[tuple[str, Any, str]] = [
+    # id, body (a str is sent verbatim as JSON text), what the message must contain
+    ("wrong-shape", {"input": [[0.1, 0.2]]}, "input: expected a nested list of shape [N, 3]"),
+    ("wrong-type", {"input": "0.1,0.2,0.3"}, "input: expected a nested list"),
+    ("strings-inside", {"input": [["a", "b", "c"]]}, "input: expected"),
+    ("ragged", {"input": [GOOD_ROW, [0.1]]}, "input: expected"),
+    ("nan", '{"input": [[NaN, 0.2, 0.3]]}', "input: NaN or Infinity is not allowed"),
+    ("infinity", '{"input": [[Infinity, 0.2, 0.3]]}', "input: NaN or Infinity"),
+    ("missing-field", {"inputs": [GOOD_ROW]}, "input: missing field"),
+    ("empty-batch", {"instances": []}, "instances: empty batch"),
+    ("bad-instance", {"instances": [{"input": [GOOD_ROW]}, {"x": 1}]}, "instances[1].input"),
+    ("bad-label", {"input": [GOOD_ROW], "label": "sideways"}, "label: expected a class index"),
+    ("not-json", "this is not json", "body"),
+    ("a-list", [GOOD_ROW], "body: expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
+def test_malformed_payloads_get_400_naming_the_field(
+    served: Served, client: httpx.Client, body: Any, message: str
+) -> None:
+    url = f"{served.server.inference_url}/predictions/seqcls"
+    if isinstance(body, str):
+        response = client.post(url, content=body, headers={"content-type": "application/json"})
+    else:
+        response = client.post(url, json=body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+
+
+def test_graph_adjacency_must_match_the_nodes(served: Served, client: httpx.Client) -> None:
+    body = {"nodes": [[0.0] * 5] * 3, "adjacency": [[0, 1], [1, 0]]}
+    response = served.predict(client, "gcn", body)
+    assert response.status_code == 400
+    assert "adjacency: expected shape [3, 3]" in response.json()["message"]
+
+
+def _worker_pid(served: Served, client: httpx.Client, name: str) -> int:
+    described = client.get(f"{served.server.management_url}/models/{name}").json()[0]
+    return int(described["workers"][0]["pid"])
+
+
+def test_malformed_payloads_never_crash_the_worker(
+    served: Served, client: httpx.Client, references: dict[str, Any]
+) -> None:
+    before = _worker_pid(served, client, "seqcls")
+    for _, body, _ in MALFORMED:
+        served.predict(client, "seqcls", body)
+    assert served.predict(client, "seqcls", references["seqcls"][2]).status_code == 200
+    assert _worker_pid(served, client, "seqcls") == before
+
+
+def test_batched_requests_are_answered_separately_and_a_bad_one_fails_alone(
+    served: Served, client: httpx.Client, examples_dir: Path
+) -> None:
+    ex = example(examples_dir, "sequence-classifier", "v2")
+    model, config = raw_model(ex.config, ex.weights), ex.config
+    described = client.get(f"{served.server.management_url}/models/seqcls-batched").json()[0]
+    assert described["batchSize"] == 8
+    bodies: list[Any] = [{"input": line["input"]} for line in ex.traffic()[:7]]
+    bodies.insert(3, {"input": [[1.0, 2.0]]})
+    start = threading.Barrier(len(bodies))
+
+    def call(body: Any) -> httpx.Response:
+        with httpx.Client(timeout=30.0) as own:
+            start.wait()
+            return served.predict(own, "seqcls-batched", body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(call, bodies))
+    assert responses[3].status_code == 400
+    assert "input: expected a nested list of shape [N, 3]" in responses[3].json()["message"]
+    for k, (body, response) in enumerate(zip(bodies, responses, strict=True)):
+        if k != 3:
+            assert response.status_code == 200, response.text
+            assert_matches(response.json(), expected_answer(model, config, body))
+    sizes = [int(r.headers.get("x-torchrollout-batch-size", "1")) for r in responses]
+    assert max(sizes) > 1, f"no request was batched with another: {sizes}"
+
+
+def _probe(samples: list[prom.Sample], name: str, model: str, version: str) -> float | None:
+    return prom.value(samples, name, ModelName=model, model_version=version)
+
+
+def test_metrics_count_predictions_labels_and_correct_answers(
+    served: Served, client: httpx.Client, references: dict[str, Any]
+) -> None:
+    model, config, _ = references["seqcls"]
+    name, version = "metrics-probe", served.versions["metrics-probe"]
+    instances = [references["seqcls"][2]] * 10
+    classes = config["classes"]
+    predicted = expected_answer(model, config, instances[0])["prediction"]
+    wrong = next(c for c in classes if c != predicted)
+    confidences = []
+    for k, inst in enumerate(instances):
+        label = predicted if k < 7 else wrong
+        response = served.predict(client, name, {**inst, "label": label})
+        assert response.status_code == 200
+        confidences.append(response.json()["confidence"])
+    for bad in ({"input": [[1.0]]}, {"instances": []}):
+        assert served.predict(client, name, bad).status_code == 400
+
+    def settled(samples: list[prom.Sample]) -> bool:
+        return _probe(samples, "torchrollout_invalid_inputs", name, version) == 2 and (
+            _probe(samples, "torchrollout_labeled", name, version) == 10
+        )
+
+    samples = prom.wait_for(served.server.metrics_url, settled)
+    assert _probe(samples, "torchrollout_labeled", name, version) == 10
+    assert _probe(samples, "torchrollout_correct", name, version) == 7
+    assert _probe(samples, "torchrollout_predictions", name, version) == 10
+    assert _probe(samples, "torchrollout_invalid_inputs", name, version) == 2
+    assert _probe(samples, "torchrollout_confidence_sum", name, version) == pytest.approx(
+        sum(confidences), rel=1e-5
+    )
+    # One latency observation per request, refused ones included; buckets in seconds.
+    count = _probe(samples, "torchrollout_inference_latency_seconds_count", name, version)
+    assert count == 12
+    buckets = [
+        ls["le"]
+        for ls in prom.labels_of(samples, "torchrollout_inference_latency_seconds_bucket")
+        if ls.get("ModelName") == name
+    ]
+    assert {"0.005", "0.01", "0.5", "10.0", "+Inf"} <= set(buckets)
+    labels = prom.labels_of(samples, "torchrollout_labeled")
+    assert {"ModelName": name, "model_version": version}.items() <= next(
+        ls for ls in labels if ls.get("ModelName") == name
+    ).items()
+    assert all(set(ls) == {"ModelName", "model_version", "Hostname"} for ls in labels)
+
+
+def test_regressor_reports_the_absolute_error(
+    served: Served, client: httpx.Client, examples_dir: Path
+) -> None:
+    lines = example(examples_dir, "sequence-regressor", "v1").traffic()[:6]
+    version = served.versions["regressor"]
+    before = prom.parse(client.get(served.server.metrics_url).text)
+    labeled = _probe(before, "torchrollout_labeled", "regressor", version) or 0
+    error_sum = _probe(before, "torchrollout_abs_error_sum", "regressor", version) or 0
+    errors = []
+    for line in lines:
+        answer = served.predict(client, "regressor", line).json()
+        diffs = [abs(p - y) for p, y in zip(answer["prediction"], line["label"], strict=True)]
+        errors.append(sum(diffs) / len(diffs))
+
+    def settled(samples: list[prom.Sample]) -> bool:
+        return _probe(samples, "torchrollout_labeled", "regressor", version) == labeled + 6
+
+    samples = prom.wait_for(served.server.metrics_url, settled)
+    added = (_probe(samples, "torchrollout_abs_error_sum", "regressor", version) or 0) - error_sum
+    assert added == pytest.approx(sum(errors), rel=1e-4)
+    assert _probe(samples, "torchrollout_correct", "regressor", version) is None
+
+
+def test_anomaly_detector_reports_flags_and_correct_flags(
+    served: Served, client: httpx.Client, examples_dir: Path
+) -> None:
+    lines = example(examples_dir, "lstm-autoencoder-anomaly", "v1").traffic()[:30]
+    assert any(line["label"] for line in lines), "the slice should hold anomalies"
+    version = served.versions["anomaly"]
+    before = prom.parse(client.get(served.server.metrics_url).text)
+    labeled = _probe(before, "torchrollout_labeled", "anomaly", version) or 0
+    flagged_before = _probe(before, "torchrollout_anomalies_flagged", "anomaly", version) or 0
+    correct_before = _probe(before, "torchrollout_correct", "anomaly", version) or 0
+    answer = served.predict(client, "anomaly", {"instances": lines}).json()["predictions"]
+    flagged = sum(a["anomaly"] for a in answer)
+    correct = sum(a["anomaly"] == line["label"] for a, line in zip(answer, lines, strict=True))
+
+    def settled(samples: list[prom.Sample]) -> bool:
+        return _probe(samples, "torchrollout_labeled", "anomaly", version) == labeled + len(lines)
+
+    samples = prom.wait_for(served.server.metrics_url, settled)
+    flagged_now = _probe(samples, "torchrollout_anomalies_flagged", "anomaly", version)
+    assert flagged_now == flagged_before + flagged
+    assert _probe(samples, "torchrollout_correct", "anomaly", version) == correct_before + correct
+    assert flagged > 0
