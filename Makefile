@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup prometheus lint test unit demo crds clean
+.PHONY: setup prometheus lint test unit demo crds manifests clean
 
 setup: $(STAMP) prometheus
 
@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 test: setup lint
 	$(BIN)/pytest
@@ -37,6 +38,10 @@ unit: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/torchrollout crd > crds/torchrollout.io_modeldeployments.yaml
+	$(BIN)/python -m tests.support.install_manifests
+
+manifests: $(STAMP)
+	$(BIN)/python -m tests.support.install_manifests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
