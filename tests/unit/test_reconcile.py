@@ -7,15 +7,19 @@ these pin the reconciler's own decisions quickly, with a clock the test moves.
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.unit.builders import BASE, merged
 from torchrollout.engine import Event, Measurement
 from torchrollout.metrics import StaticProvider
 from torchrollout.operator.cluster import FakeCluster
+from torchrollout.operator.evaluation import EvaluationSender
 from torchrollout.operator.reconcile import Reconciler
 from torchrollout.spec import API_VERSION, KIND, compute_revision, parse_model_deployment
 
@@ -239,3 +243,43 @@ def test_a_restarted_operator_resumes_without_a_double_transition(restart_after:
         world.reconcile(after)
     assert world.status()["phase"] == "RolledBack"
     assert [e.reason for e in world.events].count("RolledBack") == 1
+
+
+def test_each_tick_sends_the_same_labeled_samples_to_canary_and_stable(tmp_path: Path) -> None:
+    dataset = tmp_path / "eval.jsonl"
+    dataset.write_text(
+        "".join(json.dumps({"input": [[n]], "label": n % 2}) + "\n" for n in range(5))
+    )
+    posted: list[tuple[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        posted.append((str(request.url), json.loads(request.content)))
+        return httpx.Response(200, json={"prediction": 0})
+
+    sender = EvaluationSender(
+        httpx.Client(transport=httpx.MockTransport(answer)),
+        service_url="http://{service}.{namespace}",
+    )
+    evaluation = {"datasetUri": f"file://{dataset}", "samplesPerTick": 3}
+    world, _, canary = canary_world_with(sender, evaluation)
+    world.metrics(canary, 0.93)
+    world.reconcile(1)  # first step: samples go out at once
+    world.reconcile(30)  # a tick: the next samples
+    sender.close()
+    urls = {url for url, _ in posted}
+    assert urls == {
+        "http://fraud-canary.risk/predictions/fraud",
+        "http://fraud-stable.risk/predictions/fraud",
+    }
+    to_canary = [body["input"][0][0] for url, body in posted if "canary" in url]
+    to_stable = [body["input"][0][0] for url, body in posted if "stable" in url]
+    assert to_canary == to_stable == [0, 1, 2, 3, 4, 0]
+
+
+def canary_world_with(
+    sender: EvaluationSender, evaluation: dict[str, Any]
+) -> tuple[World, str, str]:
+    world, stable, canary = canary_world()
+    world.reconciler.evaluation = sender
+    world.set_spec(canary={"evaluation": evaluation})
+    return world, stable, canary

@@ -28,6 +28,7 @@ from prometheus_client import start_http_server
 from torchrollout.engine import Event
 from torchrollout.metrics import PrometheusProvider
 from torchrollout.operator.cluster import ClusterError
+from torchrollout.operator.evaluation import EvaluationSender
 from torchrollout.operator.reconcile import Reconciler
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.spec.document import (
@@ -104,8 +105,13 @@ def configure(
     if port:
         start_http_server(port, registry=metrics.registry)
     cluster = KubernetesCluster(_api_client())
+    evaluation = EvaluationSender(on_error=lambda message: logger.warning("%s", message))
     reconciler = Reconciler(
-        cluster, PrometheusProvider(prometheus), post_event=_post_event, metrics=metrics
+        cluster,
+        PrometheusProvider(prometheus),
+        post_event=_post_event,
+        metrics=metrics,
+        evaluation=evaluation,
     )
     memo["runtime"] = Runtime(reconciler)
     logger.info("torchrollout: Prometheus at %s, metrics on :%s", prometheus, port or "(off)")

@@ -21,6 +21,7 @@ from torchrollout.engine import Decision, Event, Observation, decide, tick_due
 from torchrollout.errors import SpecError
 from torchrollout.metrics import MetricProvider, Target, measure_tick
 from torchrollout.operator.cluster import ClusterApi, KindNotInstalled, apply
+from torchrollout.operator.evaluation import EvaluationSender
 from torchrollout.operator.routers import Workload, router_for
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
@@ -62,6 +63,7 @@ class Reconciler:
         post_event: EventSink,
         clock: Callable[[], datetime] = utc_now,
         metrics: OperatorMetrics | None = None,
+        evaluation: EvaluationSender | None = None,
         settle_limit: int = 4,
     ) -> None:
         self.cluster = cluster
@@ -69,6 +71,7 @@ class Reconciler:
         self.post_event = post_event
         self.clock = clock
         self.metrics = metrics or OperatorMetrics()
+        self.evaluation = evaluation
         self.settle_limit = settle_limit
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -105,6 +108,14 @@ class Reconciler:
             if decision.requeue_after != 0 or not decision.transitions:
                 break
         assert decision is not None
+        stepped = any(e.reason == "StepAdvanced" for e in events)
+        if (
+            (measured or stepped)
+            and self.evaluation is not None
+            and md.status.phase is Phase.PROGRESSING
+        ):
+            # Labeled samples now, so the next tick's accuracy has something to count.
+            self.evaluation.submit(md)
         status = _with_conditions(md.status, extra_conditions, now, md.metadata.generation)
         written = self._write_status(body, status)
         for event in events:
