@@ -305,3 +305,33 @@ def test_an_invalid_resource_is_refused_by_the_api_and_the_operator_keeps_servin
     assert operator_process.process is not None and operator_process.process.poll() is None
     assert "torchrollout_check_verdicts" in operator_process.metrics()
     assert BIN.exists()
+
+
+def test_conflicts_server_errors_and_broken_watches_lose_nothing(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    emulator: KubeEmulator,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    deploy_stable(kubectl, md_api, exporter, namespace)
+    canary = model_deployment(namespace, "2.0.0", canary={"steps": [10, 30, 60]})
+    play(exporter, namespace, canary, GOOD)
+    # The operator's next status writes answer 409, its next Deployment writes 503, and
+    # every watch is cut after 2s (the open ones at once).
+    faults = [
+        emulator.set_fault("error", status=409, times=2, methods=("PATCH",), path="/status$"),
+        emulator.set_fault(
+            "error", status=503, times=2, methods=("PATCH", "POST"), path="/deployments"
+        ),
+        emulator.set_fault("drop_watch", delay=2.0),
+    ]
+    emulator.drop_watches()
+    kubectl.apply(dump(canary))
+    eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="2.0.0"), timeout=90)
+    emulator.clear_faults()
+    assert [fault.fired > 0 for fault in faults] == [True, True, True]
+    status = status_of(md_api, namespace)
+    assert [h["version"] for h in status["history"]] == ["1.0.0", "2.0.0"]
+    assert operator_process.process is not None and operator_process.process.poll() is None
