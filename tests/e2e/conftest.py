@@ -100,6 +100,10 @@ class OperatorProcess:
     def metrics(self) -> str:
         return httpx.get(self.metrics_url, timeout=2).text
 
+    def healthy(self) -> bool:
+        liveness = next(a.split("=", 1)[1] for a in self.argv if a.startswith("--liveness="))
+        return httpx.get(liveness, timeout=2).status_code == 200
+
 
 @pytest.fixture(scope="session")
 def operator_process(
@@ -117,6 +121,7 @@ def operator_process(
         f"--kubeconfig={kube_emulator.kubeconfig_path}",
         f"--prometheus-url={prometheus.url}",
         f"--metrics-port={port}",
+        f"--liveness=http://127.0.0.1:{free_port()}/healthz",
         "--timer-seconds=0.5",
         "--verbose",
     ]

