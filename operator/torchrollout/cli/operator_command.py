@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated
 
@@ -52,6 +53,10 @@ def operator(
     import torchrollout.operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=verbose)
+    if not verbose:
+        # kopf logs every timer call; with many resources that drowns what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=all_namespaces,
         namespaces=namespace or (),

@@ -364,15 +364,6 @@ class CanarySpec(SpecModel):
         return parse_duration(self.interval)
 
 
-class PrometheusScaling(SpecModel):
-    """Scale on a Prometheus signal with the HPA algorithm's formula."""
-
-    metric: Literal["requests-per-replica", "queue-latency-ms"] = "requests-per-replica"
-    target: float = Field(gt=0)
-    """Desired value per replica (requests/s, or milliseconds of queue latency)."""
-    stabilization_window_seconds: int = Field(default=300, ge=0, le=3600)
-
-
 class AutoscalingSpec(
     SpecModel,
     json_schema_extra=_cel(
@@ -386,9 +377,8 @@ class AutoscalingSpec(
     target_cpu_utilization: int | None = Field(
         default=70, ge=1, le=100, alias="targetCPUUtilization"
     )
-    """Percent of requested CPU (an HPA); null to scale on Prometheus only."""
+    """Percent of requested CPU the HPA keeps the stable revision at."""
     target_memory_utilization: int | None = Field(default=None, ge=1, le=100)
-    prometheus: PrometheusScaling | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:
