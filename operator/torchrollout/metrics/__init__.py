@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torchrollout.metrics.prometheus import PrometheusProvider
 from torchrollout.metrics.provider import MetricProvider, StaticProvider, measure_tick
-from torchrollout.metrics.templates import Queries, Target, queries_for
+from torchrollout.metrics.templates import Queries, Target, queries_for, rollout_targets
 
 __all__ = [
     "MetricProvider",
@@ -14,4 +14,5 @@ __all__ = [
     "Target",
     "measure_tick",
     "queries_for",
+    "rollout_targets",
 ]

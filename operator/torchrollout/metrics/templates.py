@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torchrollout.spec.checks import ResolvedCheck, Template, render_query
+from torchrollout.spec.document import ModelDeployment
+from torchrollout.spec.durations import format_duration
 
 LATENCY = "torchrollout_inference_latency_seconds"
 LABELED = "torchrollout_labeled"
@@ -41,6 +43,18 @@ class Target:
             "version": self.version,
             "interval": self.interval,
         }
+
+
+def rollout_targets(md: ModelDeployment) -> tuple[Target, Target]:
+    """The canary and the stable revision of `md`, as its status names them."""
+    status, meta = md.status, md.metadata
+    interval = format_duration(md.spec.canary.interval_seconds)
+
+    def target(revision: str | None, version: str | None) -> Target:
+        return Target(meta.namespace, meta.name, revision or "", version or "", interval)
+
+    canary = target(status.canary_revision, status.canary_version)
+    return canary, target(status.stable_revision, status.stable_version)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from torchrollout.engine import Decision, Event, Observation, decide, tick_due
 from torchrollout.errors import SpecError
-from torchrollout.metrics import MetricProvider, Target, measure_tick
+from torchrollout.metrics import MetricProvider, measure_tick, rollout_targets
 from torchrollout.operator.cluster import ClusterApi, KindNotInstalled, apply
 from torchrollout.operator.evaluation import EvaluationSender
 from torchrollout.operator.routers import Workload, router_for
@@ -32,7 +32,6 @@ from torchrollout.spec.document import (
     compute_revision,
     parse_model_deployment,
 )
-from torchrollout.spec.durations import format_duration
 from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase
 
 EventSink = Callable[[dict[str, Any], Event], None]
@@ -190,25 +189,9 @@ class Reconciler:
         )
 
     def _measure(self, md: ModelDeployment) -> dict[str, Any]:
-        status, meta = md.status, md.metadata
-        interval = format_duration(md.spec.canary.interval_seconds)
-        canary = Target(
-            meta.namespace,
-            meta.name,
-            status.canary_revision or "",
-            status.canary_version or "",
-            interval,
-        )
-        stable = Target(
-            meta.namespace,
-            meta.name,
-            status.stable_revision or "",
-            status.stable_version or "",
-            interval,
-        )
-        return measure_tick(
-            self.provider, md.spec.canary.analysis.resolved_checks(), canary=canary, stable=stable
-        )
+        canary, stable = rollout_targets(md)
+        checks = md.spec.canary.analysis.resolved_checks()
+        return measure_tick(self.provider, checks, canary=canary, stable=stable)
 
     # -- apply -----------------------------------------------------------------------
 
