@@ -47,9 +47,16 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 demo: setup
-	@for case in good-canary bad-canary prometheus-outage instant-rollback; do \
-	  echo "== examples/policies/$$case"; \
-	  $(BIN)/torchrollout simulate --output table \
-	    -f examples/policies/$$case.yaml --ticks examples/policies/$$case.jsonl; \
-	  echo "   exit code $$? (0 promoted, 1 rolled back)"; \
-	done
+	@[ -f .work/models/accuracy.json ] || { echo "== training the example models into .work/models"; \
+	  $(BIN)/python examples/models/make_models.py --output .work/models >/dev/null; }
+	@mkdir -p .work/demo
+	@status=0; for run in good:0 bad:1; do \
+	  case=$${run%:*}; want=$${run#*:}; \
+	  echo "== rehearse examples/rehearsal/$$case.yaml over examples/rehearsal/stable.yaml"; \
+	  $(BIN)/torchrollout rehearse --stable examples/rehearsal/stable.yaml \
+	    --canary examples/rehearsal/$$case.yaml \
+	    --traffic .work/models/sequence-classifier/traffic.jsonl \
+	    --report .work/demo/$$case.json --plot .work/demo/$$case.png; \
+	  code=$$?; echo "   exit code $$code (0 promoted, 1 rolled back; expected $$want)"; \
+	  [ $$code = $$want ] || status=1; \
+	done; echo "reports and timelines: .work/demo/{good,bad}.{json,png}"; exit $$status

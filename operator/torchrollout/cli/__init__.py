@@ -12,6 +12,7 @@ import typer
 from torchrollout.archive.cli import app as archive_app
 from torchrollout.cli import resource
 from torchrollout.cli.operator_command import operator
+from torchrollout.cli.rehearse_command import rehearse
 
 app = typer.Typer(
     name="torchrollout",
@@ -26,6 +27,7 @@ app.command()(resource.validate)
 app.command()(resource.render)
 app.command()(resource.simulate)
 app.command()(operator)
+app.command()(rehearse)
 
 
 def main() -> None:
