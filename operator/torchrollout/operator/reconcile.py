@@ -99,15 +99,16 @@ class Reconciler:
             events += decision.events
             self.metrics.record(decision)
             md = md.model_copy(update={"status": decision.status})
-            extra_conditions = self._apply(md, workloads, observation.stable_replicas, now)
-            achieved = self._achieved_weight(md)
+            extra_conditions = self._apply(md, workloads, observation.stable_replicas)
+            workloads = self._workloads(md)
+            achieved = self._achieved_weight(md, workloads)
             md = md.model_copy(
                 update={"status": md.status.model_copy(update={"canary_weight": achieved})}
             )
             if decision.requeue_after != 0 or not decision.transitions:
                 break
         assert decision is not None
-        extra_conditions.append(_archive_condition(md, self._workloads(md)))
+        extra_conditions.append(_archive_condition(md, workloads))
         stepped = any(e.reason == "StepAdvanced" for e in events)
         if (
             (measured or stepped)
@@ -151,7 +152,7 @@ class Reconciler:
             workloads[revision] = Workload(
                 name=meta["name"],
                 revision=revision,
-                replicas=spec.get("replicas", 1) if spec.get("replicas") is not None else 1,
+                replicas=1 if spec.get("replicas") is None else spec["replicas"],
                 ready=status.get("readyReplicas") or 0,
                 observed=(status.get("observedGeneration") or 0) >= (meta.get("generation") or 0),
             )
@@ -200,7 +201,6 @@ class Reconciler:
         md: ModelDeployment,
         workloads: dict[str, Workload],
         stable_replicas: int,
-        now: datetime,
     ) -> list[Condition]:
         planned = plan(md, stable_replicas=stable_replicas)
         conditions = []
@@ -240,8 +240,7 @@ class Reconciler:
             )
         return conditions
 
-    def _achieved_weight(self, md: ModelDeployment) -> int:
-        workloads = self._workloads(md)
+    def _achieved_weight(self, md: ModelDeployment, workloads: dict[str, Workload]) -> int:
         stable = workloads.get(md.status.stable_revision or "")
         canary = workloads.get(md.status.canary_revision or "") if md.status.canary_active else None
         try:
