@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from torchrollout.errors import SpecError, TicksError
+from torchrollout.errors import FieldProblem, SpecError, TicksError
 from torchrollout.render import plan
 from torchrollout.simulation import (
     SIMULATION_START,
@@ -20,7 +20,12 @@ from torchrollout.simulation import (
     replay,
 )
 from torchrollout.spec.crd import render_crd
-from torchrollout.spec.document import ModelDeployment, compute_revision, load_model_deployment
+from torchrollout.spec.document import (
+    ModelDeployment,
+    compute_revision,
+    load_model_deployment,
+    read_document,
+)
 
 USAGE_ERROR = 2
 
@@ -103,9 +108,10 @@ def simulate(
     3 when the rollout is still undecided, 2 on invalid input.
     """
     try:
-        document = yaml.safe_load(file.read_text())
+        document = read_document(file)
         if not isinstance(document, dict):
-            raise SpecError([], source=f"{file} (not a YAML mapping)")
+            problem = FieldProblem("", "expected a ModelDeployment (a YAML mapping)")
+            raise SpecError([problem], source=str(file))
         resource = load_resource(document, source=str(file))
         lines = typer.get_text_stream("stdin") if str(ticks) == "-" else ticks.open()
         phase = str(resource.status.phase)
@@ -117,7 +123,7 @@ def simulate(
     except (SpecError, TicksError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(USAGE_ERROR) from exc
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:  # the ticks file
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(USAGE_ERROR) from exc
     raise typer.Exit(outcome_exit_code(phase))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from torchrollout.errors import FieldProblem, SpecError, TorchrolloutError
-from torchrollout.spec.document import ModelDeployment, compute_revision, parse_model_deployment
+from torchrollout.errors import TorchrolloutError
+from torchrollout.spec.document import (
+    ModelDeployment,
+    compute_revision,
+    parse_model_deployment,
+    read_document,
+)
 from torchrollout.spec.resource import ModelDeploymentSpec
 
 
@@ -56,14 +58,7 @@ def _absolute(uri: str, base: Path) -> str:
 
 def load_revision(path: Path, *, interval_override: str | None = None) -> Revision:
     """One ModelDeployment from `path`, relative sources resolved; SpecError if invalid."""
-    try:
-        document: Any = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(
-            [FieldProblem("", f"cannot read: {exc.strerror}")], source=str(path)
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise SpecError([FieldProblem("", f"not valid YAML: {exc}")], source=str(path)) from exc
+    document = read_document(path)
     base = path.resolve().parent
     spec = document.get("spec") if isinstance(document, dict) else None
     model = spec.get("model") if isinstance(spec, dict) else None

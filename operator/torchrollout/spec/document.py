@@ -140,14 +140,18 @@ def parse_model_deployment(document: Any, *, source: str = "") -> ModelDeploymen
         raise SpecError(problems_of(exc), source=source) from exc
 
 
-def load_model_deployment(path: Path) -> ModelDeployment:
-    """Read and validate one ModelDeployment from a YAML file."""
+def read_document(path: Path) -> Any:
+    """The YAML document in `path`; SpecError when it cannot be read or parsed."""
     try:
-        document = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise SpecError(
             [FieldProblem("", f"cannot read: {exc.strerror}")], source=str(path)
         ) from exc
     except yaml.YAMLError as exc:
         raise SpecError([FieldProblem("", f"not valid YAML: {exc}")], source=str(path)) from exc
-    return parse_model_deployment(document, source=str(path))
+
+
+def load_model_deployment(path: Path) -> ModelDeployment:
+    """Read and validate one ModelDeployment from a YAML file."""
+    return parse_model_deployment(read_document(path), source=str(path))
