@@ -32,7 +32,7 @@ from torchrollout.spec.document import (
     compute_revision,
     parse_model_deployment,
 )
-from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase
+from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase, without_nulls
 
 EventSink = Callable[[dict[str, Any], Event], None]
 IDLE_RESYNC = 60.0
@@ -254,7 +254,7 @@ class Reconciler:
         new = status.model_dump(mode="json", by_alias=True)
         old = body.get("status") or {}
         # A merge patch deletes the fields it sets to null, so compare without them.
-        if all(_without_nulls(old.get(key)) == _without_nulls(value) for key, value in new.items()):
+        if all(without_nulls(old.get(key)) == without_nulls(value) for key, value in new.items()):
             return False
         meta = body["metadata"]
         self.cluster.patch_status(meta["namespace"], meta["name"], new)
@@ -308,14 +308,6 @@ def _archive_condition(md: ModelDeployment, workloads: dict[str, Workload]) -> C
             f"says which step failed (kubectl logs deploy/{deployment} -c archive)",
         )
     return Condition(type="ArchiveReady", status="Unknown", reason="Building")
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _with_conditions(

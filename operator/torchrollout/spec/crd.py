@@ -18,7 +18,7 @@ from pydantic_core import core_schema
 
 from torchrollout.spec.document import GROUP, KIND, PLURAL, SHORT_NAMES, VERSION
 from torchrollout.spec.resource import ModelDeploymentSpec
-from torchrollout.spec.status import ModelDeploymentStatus
+from torchrollout.spec.status import ModelDeploymentStatus, without_nulls
 
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs", "discriminator"}
 
@@ -104,17 +104,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if converted.get("default", NoDefault) is None:
         del converted["default"]
     elif "default" in converted:
-        converted["default"] = _without_nulls(converted["default"])
+        converted["default"] = without_nulls(converted["default"])
     return converted
-
-
-def _without_nulls(value: Any) -> Any:
-    """A default as the API server should store it: unset fields left out, not null."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _without_defaults(node: Any) -> Any:
