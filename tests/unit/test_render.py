@@ -134,3 +134,21 @@ def test_hpa_targets_the_stable_revision() -> None:
     kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
     assert hpa["spec"]["scaleTargetRef"]["name"] == f"fraud-{md.status.stable_revision}"
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+
+def test_a_gateway_rollback_moves_the_weight_before_the_canary_shrinks() -> None:
+    gateway = {"traffic": {"router": "gateway-api", "gatewayRef": {"name": "gw"}}}
+    running = status_after(resource(spec=gateway), [tick(0), tick(30, GOOD)])
+    rolling = resource(spec=gateway, status={**running, "phase": "RollingBack"})
+    planned = plan(rolling, stable_replicas=4)
+    kinds = [o["kind"] for o in planned.objects]
+    assert kinds.index("HTTPRoute") < kinds.index("Deployment")
+    (route,) = by_kind(planned.objects)["HTTPRoute"]
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    (deployment,) = by_kind(planned.objects)["Deployment"]
+    assert deployment["spec"]["replicas"] == 2  # still the 50% step's size
+    replicas_router = resource(
+        status={**status_after(resource(), [tick(0), tick(30, GOOD)]), "phase": "RollingBack"}
+    )
+    (deployment,) = by_kind(plan(replicas_router, stable_replicas=4).objects)["Deployment"]
+    assert deployment["spec"]["replicas"] == 0  # with replicas, shrinking is the weight going to 0

@@ -45,9 +45,11 @@ def canary_replicas(md: ModelDeployment, *, stable_replicas: int) -> int:
     if status.phase is Phase.PROMOTING:
         return stable_replicas
     if status.phase is Phase.ROLLING_BACK:
-        if md.spec.traffic.router == "replicas":
+        if md.spec.traffic.router == "replicas" or status.step_index is None:
             return 0  # with the replicas router, no replicas is how the weight becomes 0
-        return canary_replicas_for(stable_replicas, status.canary_weight)
+        # The route sends nothing to the canary first; it keeps its pods until then.
+        steps = md.spec.canary.steps
+        return canary_replicas_for(stable_replicas, steps[min(status.step_index, len(steps) - 1)])
     # Before its first step the canary starts at its first step's size, to become ready.
     weight = desired_weight(md.spec, status) or md.spec.canary.steps[0]
     return canary_replicas_for(stable_replicas, weight)
@@ -65,18 +67,18 @@ def plan(md: ModelDeployment, *, stable_replicas: int) -> Plan:
     for revision in window - replicas.keys():
         replicas[revision] = 0
 
-    objects: list[dict[str, Any]] = []
+    # Traffic first, workloads after: a weight moves off a revision before it shrinks.
+    weight = desired_weight(md.spec, status)
+    objects: list[dict[str, Any]] = render_services(md, stable=stable, canary=canary)
+    if md.spec.traffic.router == "gateway-api":
+        objects.append(render_http_route(md, weight=weight))
+    objects.append(render_pdb(md))
     rendered = spec_revision in replicas or spec_revision == status.canary_revision
     if rendered:
         objects += [
             render_config_map(md),
             render_deployment(md, replicas=replicas.get(spec_revision, 0)),
         ]
-    weight = desired_weight(md.spec, status)
-    objects += render_services(md, stable=stable, canary=canary)
-    if md.spec.traffic.router == "gateway-api":
-        objects.append(render_http_route(md, weight=weight))
-    objects.append(render_pdb(md))
     hpa = render_hpa(md, stable=stable)
     if hpa is not None:
         objects.append(hpa)
