@@ -18,23 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fixtures import Example, example, make_examples
-from tests.support.models import keep_inductor_cache_in
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    keep_inductor_cache_in(tmp_path_factory.mktemp("inductor"))
+from tests.support.fixtures import Example, example
 
 
 @pytest.fixture(scope="session")
-def examples_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_examples(tmp_path_factory.mktemp("examples"))
-
-
-@pytest.fixture(scope="session")
-def seq_v1(examples_root: Path) -> Example:
-    return example(examples_root, "sequence-classifier", "v1")
+def seq_v1(examples_dir: Path) -> Example:
+    return example(examples_dir, "sequence-classifier", "v1")
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:

@@ -13,25 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.fixtures import build, example, make_examples
+from tests.support.fixtures import build, example
 from tests.support.models import (
     FamilyModel,
-    keep_inductor_cache_in,
     write_family_models,
     write_formats,
 )
 from torchrollout.archive.handlers import metrics_config
 from torchrollout.archive.torchserve import TorchServe
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    keep_inductor_cache_in(tmp_path_factory.mktemp("inductor"))
-
-
-@pytest.fixture(scope="session")
-def examples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_examples(tmp_path_factory.mktemp("examples"))
 
 
 @pytest.fixture(scope="session")
