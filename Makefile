@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup prometheus lint test unit demo crds manifests clean
+.PHONY: setup prometheus kube cluster lint test unit demo crds manifests clean
 
-setup: $(STAMP) prometheus
+setup: $(STAMP) prometheus kube
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ prometheus:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The real control plane for the e2e tests (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, kwok, helm), built from the Go module proxy into
+# ~/.cache/torchrollout once per pinned version (tests/kube_cluster/versions.py).
+kube:
+	$(PYTHON) -m tests.kube_cluster.build
+
+# A local control plane for a person: Ctrl-C stops it and removes everything it made.
+KUBE_KUBECONFIG ?= .work/kube.kubeconfig
+cluster: $(STAMP) kube
+	$(BIN)/python -m tests.kube_cluster --kubeconfig $(KUBE_KUBECONFIG)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,7 +45,7 @@ test: setup lint
 	$(BIN)/pytest
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not prometheus and not torchserve and not emulator and not e2e"
+	$(BIN)/pytest -m "not prometheus and not torchserve and not emulator and not e2e and not kube"
 
 crds: $(STAMP)
 	$(BIN)/torchrollout crd > crds/torchrollout.io_modeldeployments.yaml
@@ -46,7 +57,7 @@ manifests: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
-demo: setup
+demo: $(STAMP) prometheus
 	@[ -f .work/models/accuracy.json ] || { echo "== training the example models into .work/models"; \
 	  $(BIN)/python examples/models/make_models.py --output .work/models >/dev/null; }
 	@mkdir -p .work/demo

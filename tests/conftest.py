@@ -25,3 +25,11 @@ def examples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.fixtures import make_examples
 
     return make_examples(tmp_path_factory.mktemp("examples"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.kube_cluster.fixtures import STARTUP_KEY
+
+    started = terminalreporter.config.stash.get(STARTUP_KEY, None)
+    if started is not None:
+        terminalreporter.write_line(f"real control plane started in {started:.1f} s")
