@@ -42,7 +42,10 @@ TEMPLATES: dict[Template, TemplateInfo] = {
 
 LATENCY_TEMPLATES = frozenset({Template.LATENCY_P99, Template.LATENCY_MEAN})
 QUERY_VARIABLES = frozenset({"namespace", "name", "revision", "version", "interval"})
-_VARIABLE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
+# RE2-compatible, so the CRD's CEL rules use the same patterns.
+VARIABLE_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
+VARIABLE_PATTERN = r"\{\{\s*(" + VARIABLE_NAME_PATTERN + r")\s*\}\}"
+_VARIABLE = re.compile(VARIABLE_PATTERN)
 
 
 def query_variables(query: str) -> set[str]:

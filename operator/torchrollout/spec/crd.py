@@ -16,7 +16,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, NoDefault
 from pydantic_core import core_schema
 
-from torchrollout.spec.document import GROUP, KIND, PLURAL, SHORT_NAMES, VERSION
+from torchrollout.spec.document import (
+    GROUP,
+    KIND,
+    METADATA_NAME_PATTERN,
+    PATTERN_HINTS,
+    PLURAL,
+    SHORT_NAMES,
+    VERSION,
+)
 from torchrollout.spec.resource import ModelDeploymentSpec
 from torchrollout.spec.status import ModelDeploymentStatus, without_nulls
 
@@ -116,6 +124,14 @@ def _without_defaults(node: Any) -> Any:
     return node
 
 
+# The API server allows any DNS subdomain; the operator needs less (the Services it makes
+# add -canary). Only a rule at the root may read metadata.name, and its fieldPath cannot
+# point there (the schema declares no metadata fields), so the message names the field.
+NAME_RULE = {
+    "rule": f"self.metadata.name.matches(r'{METADATA_NAME_PATTERN}')",
+    "message": PATTERN_HINTS[METADATA_NAME_PATTERN],
+}
+
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion"},
@@ -170,6 +186,7 @@ def render_crd() -> dict[str, Any]:
                                 "spec": spec,
                                 "status": status,
                             },
+                            "x-kubernetes-validations": [NAME_RULE],
                         }
                     },
                 }

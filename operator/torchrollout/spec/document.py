@@ -90,7 +90,7 @@ def compute_revision(spec: ModelDeploymentSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-_PATTERN_HINTS = {
+PATTERN_HINTS = {
     DURATION_PATTERN: "a duration is a number with a unit, like 30s, 2m, 1m30s or 500ms",
     VERSION_PATTERN: "a version is a label value: letters, digits, '.', '_', '-', at most 63",
     SHA256_PATTERN: "sha256 is 64 lowercase hex digits (sha256sum prints it)",
@@ -123,7 +123,7 @@ def problems_of(exc: ValidationError) -> list[FieldProblem]:
             message = "required field is missing"
         elif error["type"] == "string_pattern_mismatch":
             pattern = error["ctx"]["pattern"]
-            hint = _PATTERN_HINTS.get(pattern, f"it must match {pattern}")
+            hint = PATTERN_HINTS.get(pattern, f"it must match {pattern}")
             message = f"{error['input']!r} is not valid: {hint}"
         problems.append(FieldProblem(_path(error["loc"]), message))
     return problems

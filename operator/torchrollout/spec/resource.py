@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,6 +20,8 @@ from torchrollout.spec.checks import (
     LATENCY_TEMPLATES,
     QUERY_VARIABLES,
     TEMPLATES,
+    VARIABLE_NAME_PATTERN,
+    VARIABLE_PATTERN,
     ResolvedCheck,
     Template,
     query_variables,
@@ -45,8 +48,37 @@ CHECK_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
 
-def _cel(rule: str, message: str) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+def _rule(
+    rule: str,
+    message: str,
+    *,
+    message_expression: str = "",
+    field_path: str = "",
+    reason: str = "",
+) -> dict[str, str]:
+    """One CEL rule of the CRD and what the API server answers when it fails.
+
+    `message_expression` (CEL building the message from the value) wins over `message`,
+    which stays as its fallback; `field_path` names a field below the one holding the rule
+    in the error, and `reason` sets its kind (e.g. FieldValueRequired: "Required value").
+    """
+    entry = {"rule": rule, "message": message}
+    if message_expression:
+        entry["messageExpression"] = message_expression
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+def _cel(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def _cel_strings(values: Iterable[str]) -> str:
+    """A CEL list literal of `values`, sorted."""
+    return "[" + ", ".join(f"'{v}'" for v in sorted(values)) + "]"
 
 
 class SpecModel(BaseModel):
@@ -135,11 +167,22 @@ class GatewayRef(SpecModel):
     section_name: str | None = Field(default=None, max_length=253)
 
 
+# The API server also checks these rules against the schema's defaults, where nested
+# defaults are not filled in: a rule may only rely on a defaulted field through has().
 class TrafficSpec(
     SpecModel,
     json_schema_extra=_cel(
-        "self.router != 'gateway-api' || has(self.gatewayRef)",
-        "router gateway-api needs gatewayRef: the Gateway the HTTPRoute attaches to",
+        _rule(
+            "!has(self.router) || self.router != 'gateway-api' || has(self.gatewayRef)",
+            "router gateway-api needs gatewayRef: the Gateway the HTTPRoute attaches to",
+            field_path=".gatewayRef",
+            reason="FieldValueRequired",
+        ),
+        _rule(
+            "(has(self.router) && self.router == 'gateway-api')"
+            " || (!has(self.gatewayRef) && (!has(self.hostnames) || size(self.hostnames) == 0))",
+            "gatewayRef and hostnames are used only with router: gateway-api",
+        ),
     ),
 ):
     """How traffic is split between the stable and the canary revision."""
@@ -161,25 +204,70 @@ class TrafficSpec(
         return self
 
 
+# The API server refuses a CRD whose rules it estimates too costly for the longest values
+# the schema allows (a 4096-character query, 32 checks). Counting the variables and the
+# known ones is cheap enough; listing the unknown ones only fits in a message that names
+# the first. string() of a number has no size bound, so no message may print one.
+_LATENCY = _cel_strings(LATENCY_TEMPLATES)
+_FRACTIONS = _cel_strings(t for t, info in TEMPLATES.items() if info.fraction)
+_KNOWN_VARIABLE_PATTERN = VARIABLE_PATTERN.replace(
+    VARIABLE_NAME_PATTERN, "|".join(sorted(QUERY_VARIABLES))
+)
+_UNKNOWN_VARIABLES = (
+    f"self.query.findAll(r'{VARIABLE_PATTERN}')"
+    f".map(v, v.find(r'{VARIABLE_NAME_PATTERN}'))"
+    f".filter(n, !(n in {_cel_strings(QUERY_VARIABLES)}))"
+)
+_OUT_OF_UNIT = "(self.{0} < 0.0 || self.{0} > 1.0)"
+
+
 class MetricCheck(
     SpecModel,
-    json_schema_extra={
-        "x-kubernetes-validations": [
-            {
-                "rule": "has(self.template) != has(self.query)",
-                "message": "a check sets exactly one of template or query",
-            },
-            {"rule": "has(self.template) || has(self.name)", "message": "a query check needs name"},
-            {
-                "rule": "!(has(self.max) && has(self.maxMs))",
-                "message": "set max or maxMs, not both",
-            },
-            {
-                "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
-                "message": "min must not exceed max",
-            },
-        ]
-    },
+    json_schema_extra=_cel(
+        _rule(
+            "has(self.template) != has(self.query)",
+            "a check sets exactly one of template or query",
+        ),
+        _rule(
+            "has(self.template) || has(self.name)",
+            "a query check needs a name, e.g. name: my-check",
+            field_path=".name",
+            reason="FieldValueRequired",
+        ),
+        _rule(
+            f"!has(self.query) || size(self.query.findAll(r'{VARIABLE_PATTERN}'))"
+            f" == size(self.query.findAll(r'{_KNOWN_VARIABLE_PATTERN}'))",
+            f"query uses unknown variables; known: {', '.join(sorted(QUERY_VARIABLES))}",
+            message_expression=f'"query uses unknown variables [\'" + {_UNKNOWN_VARIABLES}[0]'
+            f' + (size({_UNKNOWN_VARIABLES}) > 1 ? "\', ...]" : "\']")'
+            f" + '; known: {', '.join(sorted(QUERY_VARIABLES))}'",
+            field_path=".query",
+        ),
+        _rule(
+            f"!has(self.maxMs) || (has(self.template) && self.template in {_LATENCY})",
+            "maxMs is for latency templates; use max for this check",
+            field_path=".maxMs",
+        ),
+        _rule("!(has(self.max) && has(self.maxMs))", "set max or maxMs, not both"),
+        _rule(
+            f"!has(self.template) || !(self.template in {_FRACTIONS})"
+            f" || !((has(self.min) && {_OUT_OF_UNIT.format('min')})"
+            f" || (has(self.max) && {_OUT_OF_UNIT.format('max')}))",
+            "min and max of this template are fractions in [0, 1]",
+            message_expression=f"(has(self.min) && {_OUT_OF_UNIT.format('min')} ? 'min' : 'max')"
+            " + ' of ' + self.template + ' is a fraction in [0, 1]'",
+        ),
+        _rule(
+            "!has(self.min) || ((!has(self.max) || self.min <= self.max)"
+            " && (!has(self.maxMs) || self.min <= self.maxMs))",
+            "min exceeds max (or maxMs): no value could pass this check",
+        ),
+        _rule(
+            "!has(self.query) || has(self.min) || has(self.max) || has(self.maxMs)"
+            " || has(self.maxDropVsStable) || has(self.maxRatioVsStable)",
+            "a query check needs a threshold: min, max, maxDropVsStable or maxRatioVsStable",
+        ),
+    ),
 ):
     """One analysis check: a built-in template or a PromQL query, with thresholds."""
 
@@ -270,9 +358,11 @@ def _default_checks() -> list[MetricCheck]:
     return [MetricCheck(template=Template.LATENCY_P99), MetricCheck(template=Template.ERROR_RATE)]
 
 
+_CHECK_NAME = "(has({0}.name) ? {0}.name : has({0}.template) ? {0}.template : '')"
+# A check with neither name nor template is refused by its own rules, not as a duplicate.
 _UNIQUE_NAMES = (
-    "self.all(x, self.exists_one(y, (has(y.name) ? y.name : y.template)"
-    " == (has(x.name) ? x.name : x.template)))"
+    "self.all(x, !(has(x.name) || has(x.template))"
+    f" || self.exists_one(y, {_CHECK_NAME.format('y')} == {_CHECK_NAME.format('x')}))"
 )
 
 
@@ -283,7 +373,9 @@ class AnalysisSpec(SpecModel):
         default_factory=_default_checks,
         min_length=1,
         max_length=32,
-        json_schema_extra=_cel(_UNIQUE_NAMES, "check names must be unique"),
+        json_schema_extra=_cel(
+            _rule(_UNIQUE_NAMES, "check names must be unique; give each check a name")
+        ),
     )
     """Checks run every interval; defaults to latency-p99 <= 500 ms and error-rate <= 5%."""
     min_samples: int = Field(default=50, ge=0)
@@ -331,12 +423,25 @@ class CanarySpec(SpecModel):
         min_length=1,
         max_length=20,
         json_schema_extra=_cel(
-            "self.isSorted() && self.all(x, self.indexOf(x) == self.lastIndexOf(x))",
-            "steps must increase strictly",
+            _rule(
+                "self.isSorted() && self.all(x, self.indexOf(x) == self.lastIndexOf(x))",
+                "steps must increase strictly",
+            )
         ),
     )
     """Percent of traffic for the canary at each step, strictly increasing in (0, 100)."""
-    interval: str = Field(default="30s", pattern=DURATION_PATTERN)
+    interval: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        json_schema_extra=_cel(
+            _rule(
+                f"!self.matches(r'{DURATION_PATTERN}')"
+                " || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))",
+                "interval must lie between 1s and 24h",
+                message_expression="'interval ' + self + ' must lie between 1s and 24h'",
+            )
+        ),
+    )
     """One analysis tick, e.g. 30s or 2m."""
     progress_deadline_seconds: int = Field(default=300, ge=1)
     """The canary must be Ready within this, or it is rolled back."""
@@ -367,7 +472,11 @@ class CanarySpec(SpecModel):
 class AutoscalingSpec(
     SpecModel,
     json_schema_extra=_cel(
-        "self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas"
+        _rule(
+            "!has(self.minReplicas) || !has(self.maxReplicas)"
+            " || self.minReplicas <= self.maxReplicas",
+            "minReplicas exceeds maxReplicas",
+        )
     ),
 ):
     """Replicas of the stable revision follow load; the canary follows its weight."""

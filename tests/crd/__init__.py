@@ -1,0 +1,1 @@
+"""The generated CRD on a real kube-apiserver."""
