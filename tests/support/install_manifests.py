@@ -25,7 +25,17 @@ HEADER = (
 def render() -> str:
     chart = helm_python.Chart.load(CHART)
     documents = [yaml.safe_load(crd["data"]) for crd in chart.crds]
-    documents.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    # The operator's pod passes the restricted Pod Security Standard: enforce it there.
+    documents.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": NAMESPACE,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            },
+        }
+    )
     rendered = chart.render({}, name="torchrollout", namespace=NAMESPACE)
     for _, text in sorted(rendered.items()):
         documents += [d for d in yaml.safe_load_all(text) if d]

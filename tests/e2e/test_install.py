@@ -1,0 +1,125 @@
+"""Installing as a user does, on the real control plane: helm install, upgrade and uninstall
+of the chart, the plain manifests, and RBAC that grants the operator what it needs and no
+more."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, ROOT, Helm, create_namespace
+from tests.kube_cluster.cluster import ControlPlane
+from tests.kube_emulator.fixtures import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+MANIFESTS = ROOT / "manifests" / "install" / "torchrollout.yaml"
+OPERATOR = f"system:serviceaccount:{OPERATOR_NAMESPACE}:torchrollout"
+
+
+def test_helm_upgrade_changes_the_operator_and_uninstall_removes_it(
+    kube_cluster: ControlPlane, api_client: client.ApiClient, helm: Helm, installed: str
+) -> None:
+    release = f"tr-{uuid.uuid4().hex[:6]}"
+    namespace = f"{release}-system"
+    create_namespace(api_client, namespace)  # restricted: the operator's pod must pass it
+    helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout=2m")
+    apps = client.AppsV1Api(api_client)
+
+    def operator_args() -> list[str]:
+        args: list[str] = (
+            apps.read_namespaced_deployment(release, namespace)
+            .spec.template.spec.containers[0]
+            .args
+        )
+        return args
+
+    assert "--all-namespaces" in operator_args()
+    helm(
+        "upgrade",
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout=2m",
+        "--set",
+        "watch.allNamespaces=false",
+        "--set",
+        "watch.namespaces={models}",
+        "--set",
+        "prometheusUrl=http://prometheus.example:9090",
+    )
+    assert "--namespace=models" in operator_args()
+    assert "--prometheus-url=http://prometheus.example:9090" in operator_args()
+    history = json.loads(helm("history", release, "-n", namespace, "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "deployed"]
+
+    helm("uninstall", release, "-n", namespace, "--wait", "--timeout=2m")
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    eventually(lambda: not apps.list_namespaced_deployment(namespace).items, timeout=30)
+    assert release not in {r.metadata.name for r in rbac.list_cluster_role().items}
+    assert release not in {b.metadata.name for b in rbac.list_cluster_role_binding().items}
+    accounts = client.CoreV1Api(api_client).list_namespaced_service_account(namespace).items
+    assert [a.metadata.name for a in accounts] == ["default"]
+    # Helm never deletes CRDs (that would delete every ModelDeployment): the first release's stays.
+    kube_cluster.kubectl("get", "crd", "modeldeployments.torchrollout.io")
+
+
+def test_the_plain_manifests_are_accepted_by_the_api_server(
+    kube_cluster: ControlPlane, installed: str
+) -> None:
+    # Server-side apply: the helm-installed objects of the same names carry no
+    # last-applied annotation, which client-side apply would warn about.
+    done = kube_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-f",
+        str(MANIFESTS),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "namespace", "allowed"),
+    [
+        # what the operator does
+        ("watch", "modeldeployments.torchrollout.io", "", True),
+        ("patch", "modeldeployments.torchrollout.io/status", "models", True),
+        ("create", "deployments.apps", "models", True),
+        ("delete", "services", "models", True),
+        ("create", "httproutes.gateway.networking.k8s.io", "models", True),
+        ("create", "events", "models", True),
+        # what it must never do
+        ("create", "modeldeployments.torchrollout.io", "models", False),  # spec is the user's
+        ("delete", "modeldeployments.torchrollout.io", "models", False),
+        ("get", "secrets", "models", False),
+        ("create", "pods", "models", False),
+        ("create", "pods/exec", "models", False),
+        ("delete", "customresourcedefinitions.apiextensions.k8s.io", "", False),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", False),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io", "", False),
+        ("delete", "namespaces", "", False),
+        ("update", "nodes", "", False),
+    ],
+)
+def test_the_operator_account_can_do_what_it_needs_and_no_more(
+    kube_cluster: ControlPlane,
+    installed: str,
+    verb: str,
+    resource: str,
+    namespace: str,
+    allowed: bool,
+) -> None:
+    scope = ["-n", namespace] if namespace else []
+    answer = kube_cluster.kubectl(
+        "auth", "can-i", verb, resource, f"--as={OPERATOR}", *scope, check=False
+    ).stdout.strip()
+    assert answer == ("yes" if allowed else "no")
