@@ -12,13 +12,15 @@ are scheduled and turn Ready without any container running.
 
 Every wait is bounded; a process that exits or a wait that runs out raises `ClusterError`
 with that process's log tail. Children get SIGKILL from the kernel if this process dies
-(PR_SET_PDEATHSIG), and `stop()` (or leaving the `with`) stops them and removes the folder.
+(PR_SET_PDEATHSIG), and `stop()` (or leaving the `with`) stops them and removes the folder;
+a folder left by a process that was killed outright is removed by the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -66,6 +68,24 @@ def ensure_free(port: int, what: str) -> None:
                 f"port {port} on 127.0.0.1 (for {what}) is in use: stop what listens there "
                 f"(`ss -ltnp 'sport = :{port}'` shows it) or choose another port"
             ) from exc
+
+
+WORKDIR_PREFIX = "torchrollout-kube-"
+OWNER_FILE = "owner.pid"
+
+
+def sweep_abandoned_workdirs(parent: Path) -> list[Path]:
+    """Remove the folders of control planes whose owning process no longer exists."""
+    removed = []
+    for folder in parent.glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _die_with_parent() -> None:
@@ -179,8 +199,10 @@ class ControlPlane:
             )
         if apiserver_port:
             ensure_free(apiserver_port, "kube-apiserver")
-        folder = workdir or Path(tempfile.mkdtemp(prefix="torchrollout-kube-"))
+        sweep_abandoned_workdirs(Path(tempfile.gettempdir()))
+        folder = workdir or Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / OWNER_FILE).write_text(str(os.getpid()))
         plane = cls(
             tools=tools,
             workdir=folder,

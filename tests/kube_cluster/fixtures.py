@@ -9,7 +9,9 @@ Bring them into a conftest with ``from tests.kube_cluster.fixtures import *  # n
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 from kubernetes import client, config
@@ -21,15 +23,25 @@ __all__ = ["STARTUP_KEY", "kube_api", "kube_cluster"]
 STARTUP_KEY = pytest.StashKey[float]()
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def kube_cluster(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    # SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does, so teardown still stops
+    # every process and removes the control plane's folder.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        plane = ControlPlane.start(nodes=3)
-    except ClusterError as error:
-        pytest.fail(f"the real control plane did not start: {error}", pytrace=False)
-    request.config.stash[STARTUP_KEY] = plane.startup_seconds
-    with plane:
-        yield plane
+        try:
+            plane = ControlPlane.start(nodes=3)
+        except ClusterError as error:
+            pytest.fail(f"the real control plane did not start: {error}", pytrace=False)
+        request.config.stash[STARTUP_KEY] = plane.startup_seconds
+        with plane:
+            yield plane
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")

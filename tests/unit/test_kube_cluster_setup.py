@@ -11,7 +11,12 @@ import pytest
 
 from tests.kube_cluster import build
 from tests.kube_cluster.build import BuildError, Toolchain, check_go, staging_replacements
-from tests.kube_cluster.cluster import ClusterError, ControlPlane, ensure_free
+from tests.kube_cluster.cluster import (
+    ClusterError,
+    ControlPlane,
+    ensure_free,
+    sweep_abandoned_workdirs,
+)
 
 GO_MOD = """module k8s.io/kubernetes
 
@@ -143,3 +148,13 @@ def test_a_process_that_never_gets_ready_is_stopped_after_a_bounded_wait(
         ControlPlane.start(tools=tools)
     assert list((tmp_path / "tmp").iterdir()) == []  # its temporary folder is removed
     assert not [c for c in running_commands() if c.startswith("sleep 613")]
+
+
+def test_a_folder_left_by_a_killed_run_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    gone, alive, foreign = (tmp_path / f"torchrollout-kube-{n}" for n in ("gone", "alive", "x"))
+    for folder in (gone, alive, foreign):
+        folder.mkdir()
+    (gone / "owner.pid").write_text("999999999")  # above any pid_max: no such process
+    (alive / "owner.pid").write_text(str(os.getpid()))
+    assert sweep_abandoned_workdirs(tmp_path) == [gone]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, foreign.name])
