@@ -1,11 +1,13 @@
-"""The fake Deployment controller: readiness after a delay, the scale subresource, a child
-ReplicaSet, and unready/flapping Deployments by annotation or harness."""
+"""Deployments as a controller drives them (the emulator's fake one, or kube-controller-manager
+over kwok's pods): readiness, the scale subresource, a child ReplicaSet; and, on the emulator
+only, unready/flapping Deployments by annotation or harness."""
 
 from __future__ import annotations
 
 import pytest
 from kubernetes import client
 
+from tests.emulator.conftest import CONTROLLERS
 from tests.kube_emulator import FLAP_ANNOTATION, UNREADY_ANNOTATION, KubeEmulator
 from tests.kube_emulator.fixtures import eventually
 
@@ -56,6 +58,50 @@ def test_deployments_become_ready_with_full_status(
     }
     replicasets = apps.list_namespaced_replica_set(namespace).items
     assert [rs.metadata.owner_references[0].name for rs in replicasets] == ["web"]
+    assert replicasets[0].metadata.annotations == {
+        "deployment.kubernetes.io/desired-replicas": "2",
+        "deployment.kubernetes.io/max-replicas": "3",  # 25% surge, rounded up
+        "deployment.kubernetes.io/revision": "1",
+    }
+    web = apps.read_namespaced_deployment("web", namespace)
+    assert web.metadata.annotations["deployment.kubernetes.io/revision"] == "1"
+
+    def scaling_events() -> list[str]:
+        events = client.CoreV1Api(api_client).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=web,reason=ScalingReplicaSet"
+        )
+        return [e.message for e in events.items]
+
+    rs_name = replicasets[0].metadata.name
+    assert eventually(scaling_events) == [f"Scaled up replica set {rs_name} from 0 to 2"]
+
+
+def test_a_new_template_gets_a_new_replicaset_and_revision(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    apps = client.AppsV1Api(api_client)
+    apps.create_namespaced_deployment(namespace, _deployment("web"))
+    eventually(lambda: _ready(apps, namespace, "web"))
+    image = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "img:2"}]}}}}
+    apps.patch_namespaced_deployment("web", namespace, image)
+
+    def old_one_scaled_down() -> bool:
+        sizes = {
+            rs.metadata.annotations["deployment.kubernetes.io/revision"]: rs.spec.replicas
+            for rs in apps.list_namespaced_replica_set(namespace).items
+        }
+        assert sizes == {"1": 0, "2": 2}
+        return True
+
+    def rolled_out() -> bool:  # as `kubectl rollout status` judges it
+        status = _status(apps, namespace, "web")
+        done = (status.updated_replicas, status.replicas, status.available_replicas) == (2, 2, 2)
+        return status.observed_generation == 2 and done
+
+    eventually(rolled_out)
+    eventually(old_one_scaled_down)
+    web = apps.read_namespaced_deployment("web", namespace)
+    assert web.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
 
 
 def test_scale_subresource_and_cascading_delete(
@@ -70,9 +116,10 @@ def test_scale_subresource_and_cascading_delete(
     assert _status(apps, namespace, "web").observed_generation == 2
     eventually(lambda: apps.list_namespaced_replica_set(namespace).items)
     apps.delete_namespaced_deployment("web", namespace)
-    eventually(lambda: not apps.list_namespaced_replica_set(namespace).items)
+    eventually(lambda: not apps.list_namespaced_replica_set(namespace).items, timeout=CONTROLLERS)
 
 
+@pytest.mark.emulator_only("the unready annotation is the fake Deployment controller's")
 def test_unready_annotation_keeps_it_unavailable(
     api_client: client.ApiClient, namespace: str
 ) -> None:
@@ -88,6 +135,7 @@ def test_unready_annotation_keeps_it_unavailable(
     eventually(lambda: _ready(apps, namespace, "web"))
 
 
+@pytest.mark.emulator_only("the unready annotation is the fake Deployment controller's")
 def test_progress_deadline_is_reported(api_client: client.ApiClient, namespace: str) -> None:
     apps = client.AppsV1Api(api_client)
     body = _deployment("web", **{UNREADY_ANNOTATION: "true"})

@@ -1,5 +1,5 @@
 """Conformance through a real kopf process: handlers, status patches, events, finalizers,
-children, timers, and resuming after a restart, against the emulator over HTTP."""
+children, timers, and resuming after a restart, against the API server over HTTP."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.emulator.conftest import GROUP, PLURAL, VERSION, widget
-from tests.kube_emulator import KubeEmulator
+from tests.emulator.conftest import CONTROLLERS, GROUP, PLURAL, VERSION, widget
 from tests.kube_emulator.fixtures import REPO_ROOT, eventually
 
 pytestmark = pytest.mark.emulator
@@ -24,8 +23,8 @@ OPERATOR = Path(__file__).with_name("widget_operator.py")
 
 
 @contextmanager
-def kopf_operator(emulator: KubeEmulator, namespace: str, log: Path) -> Iterator[Path]:
-    env = {**os.environ, "KUBECONFIG": str(emulator.kubeconfig_path)}
+def kopf_operator(kubeconfig: Path, namespace: str, log: Path) -> Iterator[Path]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log.open("ab") as out:
         process = subprocess.Popen(
             [
@@ -60,7 +59,7 @@ def _get(widgets: client.CustomObjectsApi, namespace: str) -> dict:
 
 
 def test_kopf_operator_full_lifecycle(
-    emulator: KubeEmulator,
+    kubeconfig: Path,
     api_client: client.ApiClient,
     widgets: client.CustomObjectsApi,
     namespace: str,
@@ -68,7 +67,7 @@ def test_kopf_operator_full_lifecycle(
 ) -> None:
     core = client.CoreV1Api(api_client)
     log = tmp_path / "kopf.log"
-    with kopf_operator(emulator, namespace, log):
+    with kopf_operator(kubeconfig, namespace, log):
         created = widgets.create_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, widget("w1")
         )
@@ -89,7 +88,7 @@ def test_kopf_operator_full_lifecycle(
         eventually(lambda: _get(widgets, namespace)["status"].get("ticks", 0) >= 3, timeout=20)
 
     # A restart finds the existing object: the resume handler runs, creation does not repeat.
-    with kopf_operator(emulator, namespace, log):
+    with kopf_operator(kubeconfig, namespace, log):
         eventually(
             lambda: (
                 _get(widgets, namespace)["metadata"]
@@ -115,7 +114,7 @@ def test_kopf_operator_full_lifecycle(
             names = [c.metadata.name for c in core.list_namespaced_config_map(namespace).items]
             return "w1-child" not in names
 
-        eventually(child_collected)
+        eventually(child_collected, timeout=CONTROLLERS)
 
     text = log.read_text()
     assert text.count("Handler 'create_child' succeeded") == 1, text[-3000:]

@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.emulator.conftest import GROUP, PLURAL, VERSION, widget
+from tests.emulator.conftest import GROUP, PLURAL, ROOT_CA, VERSION, widget
 
 pytestmark = pytest.mark.emulator
 
@@ -262,7 +262,8 @@ def test_strategic_merge_patch_on_deployments(api_client: client.ApiClient, name
     containers = patched.spec.template.spec.containers
     assert [c.name for c in containers] == ["main"]
     assert containers[0].image == "a:2"
-    assert [(e.name, e.value) for e in containers[0].env] == [("A", "1"), ("B", "2")]
+    # merged by name; the patch's items come first, as the API server orders a merged list
+    assert [(e.name, e.value) for e in containers[0].env] == [("B", "2"), ("A", "1")]
     assert [(p.container_port, p.name) for p in containers[0].ports] == [(80, "http")]
     assert patched.metadata.generation == 2
 
@@ -337,14 +338,25 @@ def test_label_and_field_selectors(api_client: client.ApiClient, namespace: str)
 
     assert names(label_selector="tier=web") == ["a"]
     assert names(label_selector="tier") == ["a", "b"]
-    assert names(label_selector="!tier") == ["c"]
+    # every namespace also holds the root CA's ConfigMap, which has no labels
+    assert names(label_selector="!tier") == ["c", ROOT_CA]
     assert names(label_selector="tier in (web,db),env!=prod") == ["b"]
-    assert names(label_selector="env notin (prod)") == ["b", "c"]
+    assert names(label_selector="env notin (prod)") == ["b", "c", ROOT_CA]
     assert names(field_selector="metadata.name=b") == ["b"]
-    assert names(field_selector="metadata.name!=b") == ["a", "c"]
+    assert names(field_selector="metadata.name!=b") == ["a", "c", ROOT_CA]
     with pytest.raises(ApiException) as caught:
         names(label_selector="tier in (web")
     assert caught.value.status == 400
+    with pytest.raises(ApiException) as caught:  # each kind supports a few field labels
+        names(field_selector="data.k=v")
+    assert json.loads(caught.value.body)["message"] == (
+        '"data.k" is not a known field selector: only "metadata.name", "metadata.namespace"'
+    )
+    events = client.CoreV1Api(api_client).list_namespaced_event
+    assert events(namespace, field_selector="source=kopf,type=Normal").items == []
+    with pytest.raises(ApiException) as caught:
+        events(namespace, field_selector="note=x")
+    assert json.loads(caught.value.body)["message"] == "field label not supported: note"
 
 
 def test_lists_have_kind_version_and_resource_version(
@@ -370,21 +382,35 @@ def test_pagination_with_limit_and_continue(api_client: client.ApiClient, namesp
     for index in range(5):
         core.create_namespaced_config_map(namespace, {"metadata": {"name": f"cm{index}"}})
     first = core.list_namespaced_config_map(namespace, limit=2)
-    assert len(first.items) == 2 and first.metadata.remaining_item_count == 3
+    assert len(first.items) == 2 and first.metadata.remaining_item_count == 4  # and the root CA
     rest = core.list_namespaced_config_map(namespace, limit=10, _continue=first.metadata._continue)
-    assert [i.metadata.name for i in first.items + rest.items] == [f"cm{i}" for i in range(5)]
+    names = [i.metadata.name for i in first.items + rest.items]
+    assert names == [*(f"cm{i}" for i in range(5)), ROOT_CA]
+    with pytest.raises(ApiException) as caught:
+        core.list_namespaced_config_map(namespace, limit=2, _continue="not-a-token")
+    assert caught.value.status == 400
+    assert _status(caught.value)["message"].startswith("invalid continue token: ")
 
 
-def test_builtin_delete_returns_status_and_cr_delete_returns_object(
+def test_a_delete_that_removes_the_object_returns_a_status(
     api_client: client.ApiClient, widgets: client.CustomObjectsApi, namespace: str
 ) -> None:
     core = client.CoreV1Api(api_client)
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cm"}})
+    created = core.create_namespaced_config_map(namespace, {"metadata": {"name": "cm"}})
     status = core.delete_namespaced_config_map("cm", namespace)
     assert (status["kind"], status["status"]) == ("Status", "Success")
-    widgets.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, widget("w1"))
+    assert status["details"] == {"name": "cm", "kind": "configmaps", "uid": created.metadata.uid}
+    widget_uid = widgets.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, widget("w1")
+    )["metadata"]["uid"]
     deleted = widgets.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w1")
-    assert deleted["kind"] == "Widget"
+    assert (deleted["kind"], deleted["status"]) == ("Status", "Success")
+    assert deleted["details"] == {
+        "name": "w1",
+        "group": GROUP,
+        "kind": PLURAL,
+        "uid": widget_uid,
+    }
 
 
 def test_delete_collection_with_selector(api_client: client.ApiClient, namespace: str) -> None:
@@ -394,7 +420,8 @@ def test_delete_collection_with_selector(api_client: client.ApiClient, namespace
             namespace, {"metadata": {"name": name, "labels": {"tier": tier}}}
         )
     core.delete_collection_namespaced_config_map(namespace, label_selector="tier=x")
-    assert [i.metadata.name for i in core.list_namespaced_config_map(namespace).items] == ["c"]
+    names = [i.metadata.name for i in core.list_namespaced_config_map(namespace).items]
+    assert names == ["c", ROOT_CA]
 
 
 def test_events_in_both_groups(api_client: client.ApiClient, namespace: str) -> None:
@@ -417,12 +444,14 @@ def test_events_in_both_groups(api_client: client.ApiClient, namespace: str) -> 
         namespace,
         {
             "metadata": {"name": "ev2"},
-            "eventTime": "2026-01-01T00:00:00.000000Z",
+            # MicroTime: the client sends isoformat(), which drops a zero fraction (400)
+            "eventTime": "2026-01-01T00:00:00.000001Z",
             "reason": "Tested",
             "action": "Test",
+            "type": "Normal",
             "reportingController": "t",
             "reportingInstance": "t",
-            "regarding": {"kind": "Widget", "name": "w1"},
+            "regarding": {"kind": "Widget", "name": "w1", "namespace": namespace},
         },
     )
     assert events.read_namespaced_event("ev2", namespace).reason == "Tested"
@@ -442,7 +471,7 @@ def test_lease_and_other_builtins_round_trip(api_client: client.ApiClient, names
             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"a": "b"}}},
         },
     )
-    client.AutoscalingV2Api(api_client).create_namespaced_horizontal_pod_autoscaler(
+    hpa = client.AutoscalingV2Api(api_client).create_namespaced_horizontal_pod_autoscaler(
         namespace,
         {
             "metadata": {"name": "hpa"},
@@ -457,7 +486,53 @@ def test_lease_and_other_builtins_round_trip(api_client: client.ApiClient, names
         namespace,
         {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}], "selector": {"a": "b"}}},
     )
+    assert hpa.spec.metrics[0].resource.name == "cpu"  # the default: CPU at 80%
+    assert hpa.spec.metrics[0].resource.target.average_utilization == 80
     assert service.spec.cluster_ip and service.spec.ports[0].target_port == 80
-    client.CoreV1Api(api_client).create_namespaced_secret(
+    secret = client.CoreV1Api(api_client).create_namespaced_secret(
         namespace, {"metadata": {"name": "s"}, "stringData": {"k": "v"}}
     )
+    assert (secret.data, secret.string_data) == ({"k": "dg=="}, None)  # stored base64 in data
+
+
+def test_builtin_defaults_the_server_fills_in(api_client: client.ApiClient, namespace: str) -> None:
+    deployment = client.AppsV1Api(api_client).create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "d"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "d"}},
+                "template": {
+                    "metadata": {"labels": {"app": "d"}},
+                    "spec": {
+                        "containers": [
+                            {"name": "untagged", "image": "img"},
+                            {"name": "tagged", "image": "registry:5000/img:1"},
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    spec = deployment.spec
+    assert (spec.replicas, spec.strategy.rolling_update.max_surge) == (1, "25%")
+    pods = spec.template.spec
+    assert [c.image_pull_policy for c in pods.containers] == ["Always", "IfNotPresent"]
+    assert pods.security_context is not None and pods.containers[0].resources is not None
+    service = client.CoreV1Api(api_client).create_namespaced_service(
+        namespace, {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}}
+    )
+    assert (service.spec.type, service.spec.ip_families) == ("ClusterIP", ["IPv4"])
+    assert service.spec.internal_traffic_policy == "Cluster"
+    assert service.status.load_balancer is not None
+    hpa = client.AutoscalingV2Api(api_client).create_namespaced_horizontal_pod_autoscaler(
+        namespace,
+        {
+            "metadata": {"name": "hpa"},
+            "spec": {
+                "maxReplicas": 3,
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+            },
+        },
+    )
+    assert (hpa.spec.min_replicas, hpa.metadata.generation) == (1, None)

@@ -81,28 +81,16 @@ def test_null_on_a_non_nullable_field_with_a_default_is_defaulted(
             "Invalid value: 11: spec.replicas in body should be less than or equal to 10",
         ),
         (
-            {"replicas": -1},
-            "spec.replicas",
-            "FieldValueInvalid",
-            "Invalid value: -1: spec.replicas in body should be greater than or equal to 0",
-        ),
-        (
-            {"replicas": "two"},
-            "spec.replicas",
-            "FieldValueTypeInvalid",
-            'Invalid value: "string": spec.replicas in body must be of type integer: "string"',
-        ),
-        (
             {"weight": 1},
             "spec.weight",
             "FieldValueInvalid",
             "Invalid value: 1: spec.weight in body should be less than 1",
         ),
         (
-            {"label": "a"},
+            {"label": "A"},  # too short and not matching the pattern: only the first is told
             "spec.label",
             "FieldValueInvalid",
-            'Invalid value: "a": spec.label in body should be at least 2 chars long',
+            'Invalid value: "A": spec.label in body should be at least 2 chars long',
         ),
         (
             {"label": "a" * 13},
@@ -146,12 +134,54 @@ def test_validation_errors_match_the_api_server(
     assert status["message"] == f'Widget.example.com "w1" is invalid: {field}: {message}'
 
 
+@pytest.mark.parametrize(
+    ("replicas", "schema_cause", "scale_cause"),
+    [
+        (
+            -1,
+            (
+                "FieldValueInvalid",
+                "Invalid value: -1: spec.replicas in body should be greater than or equal to 0",
+            ),
+            ("FieldValueInvalid", "Invalid value: -1: should be a non-negative integer"),
+        ),
+        (
+            "two",
+            (
+                "FieldValueTypeInvalid",
+                'Invalid value: "string": spec.replicas in body must be of type integer: "string"',
+            ),
+            (
+                "FieldValueInvalid",
+                "Invalid value: 0: .spec.replicas accessor error: two is of the type string, "
+                "expected int64",
+            ),
+        ),
+    ],
+)
+def test_the_scale_subresource_checks_its_replicas_too(
+    widgets: client.CustomObjectsApi,
+    namespace: str,
+    replicas: object,
+    schema_cause: tuple[str, str],
+    scale_cause: tuple[str, str],
+) -> None:
+    causes = _invalid(widgets, namespace, replicas=replicas)["details"]["causes"]
+    assert causes == [
+        {"reason": schema_cause[0], "message": schema_cause[1], "field": "spec.replicas"},
+        {"reason": scale_cause[0], "message": scale_cause[1], "field": ".spec.replicas"},
+    ]
+
+
 def test_several_causes_are_listed_in_brackets(
     widgets: client.CustomObjectsApi, namespace: str
 ) -> None:
     status = _invalid(widgets, namespace, color="pink", replicas=99)
-    assert len(status["details"]["causes"]) == 2
-    assert status["message"].startswith('Widget.example.com "w1" is invalid: [spec.color: ')
+    fields = sorted(cause["field"] for cause in status["details"]["causes"])
+    assert fields == ["spec.color", "spec.replicas"]
+    # in no particular order: a real server walks the properties of a Go map
+    assert status["message"].startswith('Widget.example.com "w1" is invalid: [spec.')
+    assert status["message"].endswith("]")
 
 
 def test_required_fields_and_object_names(widgets: client.CustomObjectsApi, namespace: str) -> None:

@@ -11,7 +11,16 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.emulator.conftest import GROUP, PLURAL, VERSION, WIDGETS_CRD, widget
+from tests.emulator.conftest import (
+    CONTROLLERS,
+    GROUP,
+    PLURAL,
+    ROOT_CA,
+    VERSION,
+    WIDGETS_CRD,
+    crd_served,
+    widget,
+)
 from tests.kube_emulator import KubeEmulator
 from tests.kube_emulator.fixtures import eventually
 
@@ -46,7 +55,7 @@ def test_watch_without_resource_version_starts_with_existing_objects(
     core = client.CoreV1Api(api_client)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "old"}})
     events = _collect(core.list_namespaced_config_map, namespace, timeout_seconds=1)
-    assert events == [("ADDED", "old")]
+    assert sorted(events) == [("ADDED", ROOT_CA), ("ADDED", "old")]
 
 
 def test_watch_timeout_seconds_ends_the_stream(
@@ -104,15 +113,11 @@ def test_label_selector_transitions_become_added_and_deleted(
     assert events == [("ADDED", "x"), ("MODIFIED", "x"), ("DELETED", "x")]
 
 
-def test_bookmarks_and_initial_events(
-    emulator: KubeEmulator, api_client: client.ApiClient, namespace: str
-) -> None:
-    emulator.set_bookmark_interval(0.2)
+def test_initial_events_end_with_a_bookmark(api_client: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api_client)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "x"}})
-    events = [
-        e
-        for e in watch.Watch().stream(
+    events = list(
+        watch.Watch().stream(
             core.list_namespaced_config_map,
             namespace,
             allow_watch_bookmarks=True,
@@ -121,11 +126,30 @@ def test_bookmarks_and_initial_events(
             timeout_seconds=1,
             deserialize=False,
         )
+    )
+    seen = [(e["type"], e["object"]["metadata"].get("name")) for e in events]
+    assert seen[:3] == [("ADDED", ROOT_CA), ("ADDED", "x"), ("BOOKMARK", None)]
+    assert events[2]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_idle_watches_get_periodic_bookmarks(
+    emulator: KubeEmulator, api_client: client.ApiClient, namespace: str
+) -> None:
+    emulator.set_bookmark_interval(0.2)  # a real server sends one about every minute
+    core = client.CoreV1Api(api_client)
+    rv = core.list_namespaced_config_map(namespace).metadata.resource_version
+    kinds = [
+        e["type"]
+        for e in watch.Watch().stream(
+            core.list_namespaced_config_map,
+            namespace,
+            resource_version=rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=1,
+            deserialize=False,
+        )
     ]
-    kinds = [e["type"] for e in events]
-    assert kinds[:2] == ["ADDED", "BOOKMARK"]
-    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
-    assert kinds.count("BOOKMARK") >= 3  # the periodic ones follow
+    assert kinds.count("BOOKMARK") >= 3
 
 
 def test_finalizers_hold_deletion(widgets: client.CustomObjectsApi, namespace: str) -> None:
@@ -185,7 +209,7 @@ def test_background_garbage_collection(
     core.create_namespaced_config_map(namespace, _owned_config_map("child", owner))
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "bystander"}})
     widgets.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w1")
-    eventually(lambda: not _exists(core, namespace, "child"))
+    eventually(lambda: not _exists(core, namespace, "child"), timeout=CONTROLLERS)
     assert _exists(core, namespace, "bystander")
 
 
@@ -202,11 +226,12 @@ def test_orphan_propagation_keeps_dependents(
     def orphaned() -> bool:
         return not core.read_namespaced_config_map("child", namespace).metadata.owner_references
 
-    eventually(orphaned)
+    eventually(orphaned, timeout=CONTROLLERS)
     eventually(
         lambda: (
             not widgets.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-        )
+        ),
+        timeout=CONTROLLERS,
     )
 
 
@@ -222,7 +247,8 @@ def test_foreground_deletion_waits_for_blocking_dependents(
     deleting = widgets.delete_namespaced_custom_object(*args, propagation_policy="Foreground")
     assert "foregroundDeletion" in deleting["metadata"]["finalizers"]
     eventually(
-        lambda: core.read_namespaced_config_map("child", namespace).metadata.deletion_timestamp
+        lambda: core.read_namespaced_config_map("child", namespace).metadata.deletion_timestamp,
+        timeout=CONTROLLERS,
     )
     assert widgets.get_namespaced_custom_object(*args)["metadata"]["deletionTimestamp"]
     core.patch_namespaced_config_map("child", namespace, {"metadata": {"finalizers": None}})
@@ -234,12 +260,10 @@ def test_foreground_deletion_waits_for_blocking_dependents(
             return exc.status == 404
         return False
 
-    eventually(owner_gone)
+    eventually(owner_gone, timeout=CONTROLLERS)
 
 
-def test_deleting_a_namespace_deletes_its_contents(
-    api_client: client.ApiClient, emulator: KubeEmulator
-) -> None:
+def test_deleting_a_namespace_deletes_its_contents(api_client: client.ApiClient) -> None:
     core = client.CoreV1Api(api_client)
     core.create_namespace({"metadata": {"name": "doomed"}})
     held = {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}
@@ -250,17 +274,34 @@ def test_deleting_a_namespace_deletes_its_contents(
     eventually(
         lambda: (
             [c.metadata.name for c in core.list_namespaced_config_map("doomed").items] == ["held"]
-        )
+        ),
+        timeout=CONTROLLERS,
     )
     with pytest.raises(ApiException) as caught:
         core.create_namespaced_config_map("doomed", {"metadata": {"name": "late"}})
     assert caught.value.status == 403
+
+    def holdup_reported() -> bool:  # what `kubectl describe namespace` shows
+        namespace = core.read_namespace("doomed")
+        conditions = {c.type: (c.status, c.message) for c in namespace.status.conditions or []}
+        assert conditions.get("NamespaceContentRemaining") == (
+            "True",
+            "Some resources are remaining: configmaps. has 1 resource instances",
+        )
+        assert conditions.get("NamespaceFinalizersRemaining") == (
+            "True",
+            "Some content in the namespace has finalizers remaining: "
+            "example.com/hold in 1 resource instances",
+        )
+        return True
+
+    eventually(holdup_reported, timeout=CONTROLLERS)
     core.patch_namespaced_config_map("held", "doomed", {"metadata": {"finalizers": None}})
 
     def namespace_gone() -> bool:
         return "doomed" not in [n.metadata.name for n in core.list_namespace().items]
 
-    eventually(namespace_gone)
+    eventually(namespace_gone, timeout=CONTROLLERS)
 
 
 def test_crd_lifecycle_registers_and_removes_its_resource(
@@ -273,8 +314,8 @@ def test_crd_lifecycle_registers_and_removes_its_resource(
     crd["spec"]["group"] = "example.org"
     crd["spec"]["names"] = {"plural": "gadgets", "kind": "Gadget"}
     created = ext.create_custom_resource_definition(crd)
-    conditions = {c.type: c.status for c in created.status.conditions}
-    assert conditions["Established"] == "True"
+    assert not created.status.conditions  # controllers establish it after the create returns
+    eventually(lambda: crd_served(api_client, "example.org", "v1", "gadgets"))
     gadget = widget("g1")
     gadget["apiVersion"], gadget["kind"] = "example.org/v1", "Gadget"
     custom.create_namespaced_custom_object("example.org", "v1", namespace, "gadgets", gadget)
@@ -287,6 +328,10 @@ def test_crd_lifecycle_registers_and_removes_its_resource(
             return exc.status == 404
         return False
 
-    eventually(gone)
-    groups = [g.name for g in client.ApisApi(api_client).get_api_versions().groups]
-    assert "example.org" not in groups
+    eventually(gone, timeout=CONTROLLERS)
+
+    def undiscovered() -> bool:
+        groups = [g.name for g in client.ApisApi(api_client).get_api_versions().groups]
+        return "example.org" not in groups
+
+    eventually(undiscovered)

@@ -7,13 +7,15 @@ Modules, from the bottom up:
     selectors    label and field selectors
     schema       structural schemas: pruning, defaulting, validation
     patch        JSON merge, JSON, strategic merge and apply patches
-    objects      metadata rules and built-in defaults
+    objects      metadata rules, built-in defaults and known fields
+    events       the validation of Events (both APIs)
     store        objects, the global resourceVersion, watch history and fan-out
     operations   create/update/patch semantics (with the two mixins below)
     scale        the /scale subresource
     deletion     delete, propagation policies, namespace termination
     crds         CRD validation, status and (un)registration
     lifecycle    garbage collection, namespace and CRD cleanup
+    namespaces   what every namespace holds (root CA ConfigMap, default ServiceAccount)
     deployments  the fake Deployment controller
     faults       fault injection rules
     table        server-side Table printing

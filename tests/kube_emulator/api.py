@@ -18,7 +18,9 @@ from aiohttp import web
 from . import discovery
 from .cluster import Cluster
 from .errors import (
-    ApiError,
+    Cause,
+    bad_request,
+    invalid,
     method_not_allowed,
     not_found_path,
 )
@@ -26,7 +28,13 @@ from .negotiation import media_type, parse_accept, read_body, respond
 from .objects import served
 from .operations import WriteOptions
 from .resources import ResourceInfo
-from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
+from .selectors import (
+    field_labels,
+    fields_match,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
 from .table import to_table
 from .watch import serve_watch
 
@@ -37,6 +45,20 @@ class Target:
     version: str
     rest: tuple[str, ...]
     watch_prefix: bool = False
+
+
+def _check_list_options(request: web.Request) -> None:
+    """The ListOptions a real server refuses before listing anything."""
+    version = request.query.get("resourceVersion")
+    if version and not version.isdigit():
+        raise bad_request(
+            f'invalid resource version: resourceVersion: Invalid value: "{version}": '
+            f'strconv.ParseUint: parsing "{version}": invalid syntax'
+        )
+    if request.query.get("resourceVersionMatch") and not version:
+        message = "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+        cause = Cause("FieldValueForbidden", "resourceVersionMatch", message)
+        raise invalid("meta.k8s.io", "ListOptions", "", [cause])
 
 
 class ApiHandler:
@@ -54,11 +76,11 @@ class ApiHandler:
             return respond(discovery.api_versions(request.host))
         if segments == ("apis",):
             return respond(discovery.api_group_list(registry))
+        if segments[0] == "apis" and segments[1] not in registry.group_versions():
+            # No handler serves an unknown group: Go's mux answers, in plain text.
+            raise web.HTTPNotFound()
         if segments[0] == "apis" and len(segments) == 2:
-            group = discovery.api_group(registry, segments[1])
-            if group is None:
-                raise not_found_path()
-            return respond(group)
+            return respond(discovery.api_group(registry, segments[1]))
         if segments[0] == "api":
             group, version, rest = "", segments[1], segments[2:]
         else:
@@ -101,9 +123,9 @@ class ApiHandler:
                 return await self._list(request, info, namespace, watching)
             if method == "POST" and (namespace is not None or not info.namespaced):
                 return await self._create(request, info, namespace or "")
-            if method == "DELETE":
+            if method == "DELETE" and "deletecollection" in info.verbs:
                 return await self._delete_collection(request, info, namespace)
-            raise method_not_allowed(method.lower(), info.group, info.plural)
+            raise method_not_allowed()
         ns = namespace or ""
         if watching and method == "GET":
             # a watch on one object is a field-selected watch on the collection
@@ -117,7 +139,7 @@ class ApiHandler:
             obj = served(self.ops.get(info, ns, name), info)
             return self._render_one(request, info, obj)
         if method == "PUT":
-            body = await read_body(request)
+            body = await read_body(request, kind=info.kind)
             options = self._write_options(request)
             obj = self.ops.update(info, ns, name, body, subresource=subresource, options=options)
             return respond(obj, warnings=options.warnings)
@@ -135,7 +157,7 @@ class ApiHandler:
             return respond(obj, 201 if created else 200, warnings=options.warnings)
         if method == "DELETE" and subresource is None:
             return await self._delete(request, info, ns, name)
-        raise method_not_allowed(method.lower(), info.group, info.plural)
+        raise method_not_allowed()
 
     def _write_options(self, request: web.Request) -> WriteOptions:
         return WriteOptions(
@@ -146,21 +168,17 @@ class ApiHandler:
     async def _create(
         self, request: web.Request, info: ResourceInfo, namespace: str
     ) -> web.Response:
-        body = await read_body(request)
+        body = await read_body(request, kind=info.kind)
         options = self._write_options(request)
         obj = self.ops.create(info, namespace, body, options)
         return respond(obj, 201, warnings=options.warnings)
 
     def _matcher(self, request: web.Request, info: ResourceInfo, only: str | None) -> Any:
         labels = parse_label_selector(request.query.get("labelSelector"))
-        allowed = None
-        if info.is_custom:
-            fields = {"metadata.name", "metadata.namespace", *info.selectable_fields}
-            allowed = fields.__contains__
         field_text = request.query.get("fieldSelector", "")
         if only is not None:
             field_text = ",".join(filter(None, [field_text, f"metadata.name={only}"]))
-        fields_ = parse_field_selector(field_text, allowed)
+        fields_ = parse_field_selector(field_text, field_labels(info))
         return lambda obj: labels_match(labels, obj) and fields_match(fields_, obj)
 
     def _renderer(self, request: web.Request, info: ResourceInfo) -> Any:
@@ -209,6 +227,7 @@ class ApiHandler:
                 match=match,
                 render=render,
             )
+        _check_list_options(request)
         store = self.cluster.store
         items = [obj for obj in store.items(info.storage_key, namespace) if match(obj)]
         metadata: dict[str, Any] = {"resourceVersion": str(store.rv)}
@@ -251,11 +270,8 @@ class ApiHandler:
             try:
                 start = int(json.loads(base64.b64decode(token))["start"])
             except (ValueError, KeyError, TypeError) as exc:
-                raise ApiError(
-                    410,
-                    "Expired",
-                    "the provided continue parameter is too old "
-                    "to display a consistent list result",
+                raise bad_request(
+                    f"invalid continue token: continue key is not valid: {exc}"
                 ) from exc
         limit = int(request.query.get("limit") or 0)
         if limit <= 0:
@@ -284,19 +300,16 @@ class ApiHandler:
         options = await self._delete_options(request)
         dry_run = request.query.get("dryRun") == "All" or options.get("dryRun") == ["All"]
         obj, gone = self.ops.delete(info, namespace, name, options, dry_run=dry_run)
-        if gone and not info.is_custom:
+        if gone:  # custom resources too; an object still held by finalizers is returned
+            group = {"group": info.group} if info.group else {}  # omitempty
+            details = {"name": name, **group, "kind": info.plural, "uid": obj["metadata"]["uid"]}
             return respond(
                 {
                     "kind": "Status",
                     "apiVersion": "v1",
                     "metadata": {},
                     "status": "Success",
-                    "details": {
-                        "name": name,
-                        "group": info.group,
-                        "kind": info.plural,
-                        "uid": obj["metadata"]["uid"],
-                    },
+                    "details": details,
                 }
             )
         return respond(obj)
@@ -328,7 +341,7 @@ class ApiHandler:
             return respond(self.ops.get_scale(info, namespace, name))
         options = self._write_options(request)
         if request.method == "PUT":
-            body = await read_body(request)
+            body = await read_body(request, kind="Scale")
             return respond(self.ops.update_scale(info, namespace, name, body, options))
         if request.method == "PATCH":
             scale, _ = self.ops.patch(
@@ -341,4 +354,4 @@ class ApiHandler:
                 options=options,
             )
             return respond(scale)
-        raise method_not_allowed(request.method.lower(), info.group, f"{info.plural}/scale")
+        raise method_not_allowed()

@@ -1,19 +1,25 @@
 """CustomResourceDefinitions: their own validation, defaults and status, and the listener that
 serves (and stops serving) their resources as CRDs come and go.
 
-A CRD becomes Established at once (there is no controller delay to emulate). Deleting a CRD
-goes through the ``customresourcecleanup.apiextensions.k8s.io`` finalizer: the lifecycle
-module deletes its objects first, as the real CRD finalizer controller does.
+A CRD's create returns it not yet Established, as the real server does; the registrar then
+accepts its names and establishes it at once (a second write, which watchers see), and
+serves its resources. Deleting a CRD adds the ``customresourcecleanup.apiextensions.k8s.io``
+finalizer (see :mod:`.deletion`): the lifecycle module deletes its objects first, as the real
+CRD finalizer controller does.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import TYPE_CHECKING, Any
 
 from .errors import Cause
 from .objects import now_timestamp
 from .resources import CRD_KEY, Registry
 from .store import Store, WatchEvent
+
+if TYPE_CHECKING:
+    from .operations import Operations
 
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 
@@ -97,54 +103,67 @@ def validate_crd(crd: dict[str, Any]) -> list[Cause]:
     return causes
 
 
-def refresh_status(crd: dict[str, Any], old: dict[str, Any] | None) -> None:
-    """Established and NamesAccepted at once; keep transition times of unchanged conditions."""
-    spec = crd.get("spec") or {}
-    old_status = (old or {}).get("status") or {}
-    old_conditions = {c.get("type"): c for c in old_status.get("conditions") or []}
-    stamp = now_timestamp()
-    conditions = []
-    for kind, reason, message in (
-        ("NamesAccepted", "NoConflicts", "no conflicts found"),
-        ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-    ):
-        previous = old_conditions.get(kind)
-        conditions.append(
-            {
-                "type": kind,
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": (previous or {}).get("lastTransitionTime", stamp),
-            }
-        )
-    if crd.get("metadata", {}).get("deletionTimestamp"):
-        conditions.append(
-            {
-                "type": "Terminating",
-                "status": "True",
-                "reason": "InstanceDeletionInProgress",
-                "message": "CustomResource deletion is in progress",
-                "lastTransitionTime": stamp,
-            }
-        )
-    stored = list(old_status.get("storedVersions") or [])
-    for version in spec.get("versions") or []:
+def _storage_versions(crd: dict[str, Any], stored: list[str]) -> list[str]:
+    stored = list(stored)
+    for version in (crd.get("spec") or {}).get("versions") or []:
         if version.get("storage") and version.get("name") not in stored:
             stored.append(version["name"])
+    return stored
+
+
+def initial_status(crd: dict[str, Any]) -> None:
+    """A CRD as its create returns it: no names accepted and not Established yet (the
+    naming and establishing controllers come next), only the stored version recorded."""
     crd["status"] = {
-        "conditions": conditions,
-        "acceptedNames": dict(spec.get("names") or {}),
-        "storedVersions": stored,
+        "acceptedNames": {"plural": "", "kind": ""},
+        "storedVersions": _storage_versions(crd, []),
     }
 
 
-class CrdRegistrar:
-    """Keeps the registry in step with the stored CRDs (a store listener)."""
+def set_condition(crd: dict[str, Any], kind: str, status: str, reason: str, message: str) -> None:
+    """apiextensions' SetCRDCondition: replace or append; a changed status gets a new time."""
+    conditions = crd.setdefault("status", {}).setdefault("conditions", [])
+    condition = {
+        "type": kind,
+        "status": status,
+        "lastTransitionTime": now_timestamp(),
+        "reason": reason,
+        "message": message,
+    }
+    for index, existing in enumerate(conditions):
+        if existing.get("type") == kind:
+            if existing.get("status") == status:
+                condition["lastTransitionTime"] = existing.get("lastTransitionTime")
+            conditions[index] = condition
+            return
+    conditions.append(condition)
 
-    def __init__(self, store: Store, registry: Registry) -> None:
+
+def established_status(crd: dict[str, Any]) -> dict[str, Any]:
+    """The status the naming and establishing controllers give a live CRD."""
+    established = copy.deepcopy(crd)
+    status: dict[str, Any] = established.setdefault("status", {})
+    status["acceptedNames"] = dict((crd.get("spec") or {}).get("names") or {})
+    set_condition(established, "NamesAccepted", "True", "NoConflicts", "no conflicts found")
+    set_condition(
+        established,
+        "Established",
+        "True",
+        "InitialNamesAccepted",
+        "the initial names have been accepted",
+    )
+    status["storedVersions"] = _storage_versions(crd, status.get("storedVersions") or [])
+    return status
+
+
+class CrdRegistrar:
+    """Keeps the registry in step with the stored CRDs and establishes new ones (a store
+    listener: the apiextensions server's naming and establishing controllers)."""
+
+    def __init__(self, store: Store, registry: Registry, ops: Operations) -> None:
         self.store = store
         self.registry = registry
+        self.ops = ops
         store.listeners.append(self.on_event)
 
     def on_event(self, event: WatchEvent) -> None:
@@ -153,7 +172,14 @@ class CrdRegistrar:
         name = event.obj["metadata"]["name"]
         if event.type == "DELETED":
             removed = self.registry.unregister_crd(name)
-            for info in removed[:1]:
-                self.store.drop_storage(info.storage_key)
-        else:
-            self.registry.register_crd(event.obj)
+            for served in removed[:1]:
+                self.store.drop_storage(served.storage_key)
+            return
+        self.registry.register_crd(event.obj)
+        if event.obj["metadata"].get("deletionTimestamp"):
+            return
+        status = established_status(event.obj)
+        if status != event.obj.get("status"):
+            info = self.registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            assert info is not None
+            self.ops.commit(info, event.obj, {**event.obj, "status": status}, subresource="status")

@@ -79,6 +79,8 @@ class DeletionMixin:
             finalizers.append(ORPHAN)
         if info.storage_key == NAMESPACE_KEY:
             return self._start_namespace_deletion(info, obj, finalizers), False
+        if info.storage_key == CRD_KEY and not metadata.get("deletionTimestamp"):
+            return self._start_crd_deletion(info, obj, finalizers), False
         if not finalizers:
             return served(self.store.remove(info.storage_key, obj), info), True
         if metadata.get("deletionTimestamp") and finalizers == metadata.get("finalizers"):
@@ -91,9 +93,26 @@ class DeletionMixin:
             marked_meta["deletionGracePeriodSeconds"] = 0
             if "generation" in marked_meta:
                 marked_meta["generation"] += 1
-        if info.storage_key == CRD_KEY:
-            crds.refresh_status(marked, obj)
         return served(self.store.put(info.storage_key, marked), info), False
+
+    def _start_crd_deletion(
+        self: Operations, info: ResourceInfo, crd: dict[str, Any], finalizers: list[str]
+    ) -> dict[str, Any]:
+        """The CRD registry's own first delete: the cleanup finalizer and a Terminating
+        condition, without the grace period and generation bump of other kinds."""
+        marked = copy.deepcopy(crd)
+        marked["metadata"]["deletionTimestamp"] = now_timestamp()
+        if crds.CLEANUP_FINALIZER not in finalizers:
+            finalizers.append(crds.CLEANUP_FINALIZER)
+        marked["metadata"]["finalizers"] = finalizers
+        crds.set_condition(
+            marked,
+            "Terminating",
+            "True",
+            "InstanceDeletionPending",
+            "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+        )
+        return served(self.store.put(info.storage_key, marked), info)
 
     def _start_namespace_deletion(
         self: Operations, info: ResourceInfo, ns: dict[str, Any], finalizers: list[str]
@@ -107,7 +126,6 @@ class DeletionMixin:
             )
         marked = copy.deepcopy(ns)
         marked["metadata"]["deletionTimestamp"] = now_timestamp()
-        marked["metadata"]["deletionGracePeriodSeconds"] = 0
         if finalizers:
             marked["metadata"]["finalizers"] = finalizers
         marked["status"] = {"phase": "Terminating"}

@@ -3,8 +3,9 @@
 There are no pods. After a configurable delay, a Deployment's status says its replicas are
 updated, ready and available (conditions Available/Progressing, observedGeneration), and a
 ReplicaSet child per pod template is kept (owned by the Deployment, so cascading deletion has
-something to collect). A Deployment can be kept unready or made to flap, by annotation or by
-the harness (which wins):
+something to collect), with the real controller's annotations (revision, desired and maximum
+replicas) and a ``ScalingReplicaSet`` Event each time one is scaled. A Deployment can be kept
+unready or made to flap, by annotation or by the harness (which wins):
 
     emulator.torchrollout.io/unready: "true"
     emulator.torchrollout.io/flap: "2s"      # ready, then unready, every 2 seconds
@@ -18,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ApiError
 from .objects import now_timestamp, template_hash
 from .operations import Operations
-from .resources import DEPLOYMENT_KEY, REPLICASET_KEY
+from .resources import DEPLOYMENT_KEY, REPLICASET_KEY, ResourceInfo
 from .store import Store, WatchEvent
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 UNREADY_ANNOTATION = "emulator.torchrollout.io/unready"
 FLAP_ANNOTATION = "emulator.torchrollout.io/flap"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+DESIRED_ANNOTATION = "deployment.kubernetes.io/desired-replicas"
+MAX_ANNOTATION = "deployment.kubernetes.io/max-replicas"
 
 
 def parse_duration(text: str) -> float:
@@ -147,7 +152,8 @@ class DeploymentController:
             remaining = since + deadline - now
             if remaining > 0:
                 recheck = min(recheck or remaining + 0.01, remaining + 0.01)
-        rs_name = self._sync_replicaset(obj, ready)
+        rs_name, revision = self._sync_replicaset(obj, ready)
+        obj = self._annotate_revision(obj, revision)
         status = self._status(
             obj,
             ready,
@@ -170,6 +176,21 @@ class DeploymentController:
         if recheck is not None:
             self._schedule(where, recheck)
 
+    def _annotate_revision(self, obj: dict[str, Any], revision: str) -> dict[str, Any]:
+        """The Deployment carries its current ReplicaSet's revision (``kubectl rollout history``
+        reads it); returns the Deployment as stored afterwards."""
+        if (obj["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION) == revision:
+            return obj
+        info = self.ops.registry.lookup("apps", "v1", "deployments")
+        assert info is not None
+        annotated = copy.deepcopy(obj)
+        annotated["metadata"].setdefault("annotations", {})[REVISION_ANNOTATION] = revision
+        try:
+            return dict(self.ops.commit(info, obj, annotated))
+        except ApiError as exc:
+            logger.debug("deployment annotation write failed: %s", exc)
+            return obj
+
     def _status(
         self, obj: dict[str, Any], ready: bool, rs_name: str, *, deadline_exceeded: bool
     ) -> dict[str, Any]:
@@ -183,6 +204,7 @@ class DeploymentController:
             "readyReplicas": replicas if ready else 0,
             "availableReplicas": replicas if ready else 0,
             "unavailableReplicas": 0 if ready else replicas,
+            "terminatingReplicas": 0,  # no pods, none ever terminating
         }
         if deadline_exceeded:
             progressing = (
@@ -216,10 +238,13 @@ class DeploymentController:
         ]
         status["conditions"] = conditions
         # The real API omits zero counts (omitempty); clients read them as 0.
-        return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
+        kept = ("observedGeneration", "terminatingReplicas")
+        return {k: v for k, v in status.items() if v != 0 or k in kept}
 
-    def _sync_replicaset(self, deployment: dict[str, Any], ready: bool) -> str:
-        """Keep one ReplicaSet per pod template; scale the others to zero."""
+    def _sync_replicaset(self, deployment: dict[str, Any], ready: bool) -> tuple[str, str]:
+        """Keep one ReplicaSet per pod template, scale the new one up and then the others to
+        zero, reporting each scaling as the real controller does; returns the current one's
+        name and revision (the newest: a template rolled back to gets the next number)."""
         meta, spec = deployment["metadata"], deployment.get("spec") or {}
         namespace, template = meta.get("namespace", ""), spec.get("template") or {}
         pod_hash = template_hash(template)
@@ -232,46 +257,116 @@ class DeploymentController:
             for rs in self.store.items(REPLICASET_KEY, namespace)
             if any(r.get("uid") == meta["uid"] for r in rs["metadata"].get("ownerReferences") or [])
         ]
+        others = [rs for rs in owned if rs["metadata"]["name"] != name]
+        latest = max((_revision(rs) for rs in others), default=0)
+        current = next((rs for rs in owned if rs["metadata"]["name"] == name), None)
+        own = _revision(current) if current is not None else 0
+        revision = str(own if own > latest else latest + 1)
+        sizes = _size_annotations(spec, replicas)
         try:
-            for rs in owned:
-                if rs["metadata"]["name"] != name and (rs.get("spec") or {}).get("replicas"):
-                    scaled = copy.deepcopy(rs)
-                    scaled["spec"]["replicas"] = 0
-                    committed = self.ops.commit(info, rs, scaled)
-                    # the old pods are gone at once: nothing to drain without pods
-                    drained = copy.deepcopy(committed)
-                    drained["status"] = {
-                        "observedGeneration": committed["metadata"].get("generation", 1)
-                    }
-                    self.ops.commit(info, committed, drained, subresource="status")
-            if not any(rs["metadata"]["name"] == name for rs in owned):
-                self.ops.create(
-                    info,
-                    namespace,
-                    _replicaset(deployment, name, pod_hash, revision=len(owned) + 1),
-                )
-            current = self.store.get(REPLICASET_KEY, namespace, name)
-            if current is not None:
-                desired = copy.deepcopy(current)
-                desired["spec"]["replicas"] = replicas
-                if desired != current:
-                    self.ops.commit(info, current, desired)
-                    current = self.store.get(REPLICASET_KEY, namespace, name) or current
-                counts = {
-                    "replicas": replicas,
-                    "readyReplicas": replicas if ready else 0,
-                    "availableReplicas": replicas if ready else 0,
-                    "fullyLabeledReplicas": replicas,
-                    "observedGeneration": current["metadata"].get("generation", 1),
-                }
-                rs_status = {k: v for k, v in counts.items() if v}
-                if current.get("status") != rs_status:
-                    with_status = copy.deepcopy(current)
-                    with_status["status"] = rs_status
-                    self.ops.commit(info, current, with_status, subresource="status")
+            if current is None:
+                body = _replicaset(deployment, name, pod_hash, revision=revision)
+                body["metadata"]["annotations"].update(sizes)
+                current = self.ops.create(info, namespace, body)
+                if replicas:
+                    self._scaled(deployment, name, 0, replicas)
+            desired = copy.deepcopy(current)
+            desired["spec"]["replicas"] = replicas
+            desired["metadata"].setdefault("annotations", {}).update(
+                {**sizes, REVISION_ANNOTATION: revision}
+            )
+            if desired != current:
+                before = int((current.get("spec") or {}).get("replicas") or 0)
+                current = self.ops.commit(info, current, desired)
+                if before != replicas:
+                    self._scaled(deployment, name, before, replicas)
+            self._set_replicaset_status(info, current, replicas, ready)
+            for rs in others:
+                old_replicas = int((rs.get("spec") or {}).get("replicas") or 0)
+                scaled = copy.deepcopy(rs)
+                scaled["spec"]["replicas"] = 0
+                scaled["metadata"].setdefault("annotations", {}).update(sizes)
+                committed = self.ops.commit(info, rs, scaled)
+                if old_replicas:
+                    self._scaled(deployment, rs["metadata"]["name"], old_replicas, 0)
+                # the old pods are gone at once: nothing to drain without pods
+                self._set_replicaset_status(info, committed, 0, ready)
         except ApiError as exc:
             logger.debug("replicaset sync failed: %s", exc)
-        return name
+        return name, revision
+
+    def _set_replicaset_status(
+        self, info: ResourceInfo, rs: dict[str, Any], replicas: int, ready: bool
+    ) -> None:
+        counts = {
+            "replicas": replicas,
+            "fullyLabeledReplicas": replicas,
+            "readyReplicas": replicas if ready else 0,
+            "availableReplicas": replicas if ready else 0,
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
+        # replicas and terminatingReplicas are shown even when 0; other zeros are omitted
+        status = {k: v for k, v in counts.items() if v or k == "replicas"}
+        status["terminatingReplicas"] = 0
+        if rs.get("status") != status:
+            self.ops.commit(info, rs, {**rs, "status": status}, subresource="status")
+
+    def _scaled(self, deployment: dict[str, Any], rs_name: str, before: int, after: int) -> None:
+        """The ScalingReplicaSet Event ``kubectl describe deployment`` lists."""
+        meta = deployment["metadata"]
+        direction = "up" if after > before else "down"
+        stamp = now_timestamp()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}"},
+            "involvedObject": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": meta["name"],
+                "namespace": meta.get("namespace", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+                "uid": meta["uid"],
+            },
+            "reason": "ScalingReplicaSet",
+            "message": f"Scaled {direction} replica set {rs_name} from {before} to {after}",
+            "source": {"component": "deployment-controller"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "type": "Normal",
+            "eventTime": None,
+            "reportingComponent": "deployment-controller",
+            "reportingInstance": "",
+        }
+        info = self.ops.registry.lookup("", "v1", "events")
+        assert info is not None
+        try:
+            self.ops.create(info, meta.get("namespace", ""), event)
+        except ApiError as exc:
+            logger.debug("deployment event failed: %s", exc)
+
+
+def _revision(rs: dict[str, Any]) -> int:
+    annotations = rs["metadata"].get("annotations") or {}
+    try:
+        return int(annotations.get(REVISION_ANNOTATION, "0"))
+    except ValueError:
+        return 0
+
+
+def _size_annotations(spec: dict[str, Any], replicas: int) -> dict[str, str]:
+    """desired-replicas and max-replicas (replicas plus the rolling update's surge)."""
+    strategy = spec.get("strategy") or {}
+    surge: Any = 0
+    if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
+    if isinstance(surge, str) and surge.endswith("%"):
+        surge = math.ceil(replicas * int(surge[:-1]) / 100)  # a percentage rounds up
+    return {
+        DESIRED_ANNOTATION: str(replicas),
+        MAX_ANNOTATION: str(replicas + int(surge)),
+    }
 
 
 def _condition(
@@ -292,7 +387,7 @@ def _condition(
 
 
 def _replicaset(
-    deployment: dict[str, Any], name: str, pod_hash: str, *, revision: int
+    deployment: dict[str, Any], name: str, pod_hash: str, *, revision: str
 ) -> dict[str, Any]:
     meta, spec = deployment["metadata"], deployment.get("spec") or {}
     template = copy.deepcopy(spec.get("template") or {})
@@ -308,7 +403,7 @@ def _replicaset(
             "name": name,
             "namespace": meta.get("namespace"),
             "labels": labels,
-            "annotations": {REVISION_ANNOTATION: str(revision)},
+            "annotations": {REVISION_ANNOTATION: revision},
             "ownerReferences": [
                 {
                     "apiVersion": "apps/v1",

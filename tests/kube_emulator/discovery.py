@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import VERBS, Registry, ResourceInfo
+from .resources import Registry, ResourceInfo
 
 KUBERNETES_VERSION = {
     "major": "1",
@@ -72,7 +72,7 @@ def _resource_entries(info: ResourceInfo) -> list[dict[str, Any]]:
         "singularName": info.singular,
         "namespaced": info.namespaced,
         "kind": info.kind,
-        "verbs": list(VERBS),
+        "verbs": list(info.verbs),
     }
     if info.short_names:
         main["shortNames"] = list(info.short_names)

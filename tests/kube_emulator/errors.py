@@ -83,12 +83,9 @@ def not_found(group: str, plural: str, name: str) -> ApiError:
 
 
 def not_found_path() -> ApiError:
-    return ApiError(
-        404,
-        "NotFound",
-        "the server could not find the requested resource",
-        {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]},
-    )
+    """An unknown resource or subresource of a served group version (a Status, unlike an
+    unknown group or a path outside the API, which get Go's plain-text "404 page not found")."""
+    return ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
 def already_exists(group: str, plural: str, name: str) -> ApiError:
@@ -117,13 +114,14 @@ def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> ApiError:
     rendered = [cause.render() for cause in causes]
     summary = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
     qualified_kind = f"{kind}.{group}" if group else kind
-    details: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "causes": [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes],
-    }
+    # Key order and omitted empty fields as metav1.StatusDetails serialises.
+    details: dict[str, Any] = {"name": name} if name else {}
     if group:
         details["group"] = group
+    details["kind"] = kind
+    details["causes"] = [
+        {"reason": c.reason, "message": c.message, "field": c.field} for c in causes
+    ]
     return ApiError(422, "Invalid", f'{qualified_kind} "{name}" is invalid: {summary}', details)
 
 
@@ -135,16 +133,29 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
+def summarize_data(raw: bytes, limit: int = 30) -> str:
+    """How the API server quotes a body it could not decode: JSON-ish text as is, else hex."""
+    if not raw:
+        return "<empty>"
+    shown = raw[:limit].decode(errors="replace") if raw[:1] == b"{" else raw[:limit].hex()
+    return shown + " ..." if len(raw) > limit else shown
+
+
+def unrecognized(kind: str, why: str, raw: bytes) -> ApiError:
+    """The 400 of a body that does not decode into an object of ``kind``."""
+    return bad_request(
+        f"the object provided is unrecognized (must be of type {kind}): {why} "
+        f"({summarize_data(raw)})"
+    )
+
+
 def forbidden(message: str) -> ApiError:
     return ApiError(403, "Forbidden", message)
 
 
-def method_not_allowed(verb: str, group: str, plural: str) -> ApiError:
+def method_not_allowed() -> ApiError:
     return ApiError(
-        405,
-        "MethodNotAllowed",
-        f"the server does not allow this method on the requested resource "
-        f"({verb} {qualified(group, plural)})",
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
     )
 
 

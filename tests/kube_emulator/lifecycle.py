@@ -6,7 +6,7 @@ Woken by every stored change (a store listener), it runs shortly after on the ev
   ``blockOwnerDeletion`` is left);
 - deletes dependents all of whose owners are gone (background cascading), and strips dangling
   references when some owners remain;
-- empties a terminating namespace, then finalizes it;
+- empties a terminating namespace (its conditions tell what remains), then finalizes it;
 - deletes the objects of a terminating CRD, then drops its cleanup finalizer.
 Every deletion goes through :meth:`Operations.delete`, so finalizers of dependents hold.
 """
@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections import Counter
 from typing import Any
 
-from .crds import CLEANUP_FINALIZER
+from .crds import CLEANUP_FINALIZER, set_condition
 from .deletion import FOREGROUND, ORPHAN
 from .errors import ApiError
+from .objects import now_timestamp
 from .operations import Operations
 from .resources import CRD_KEY, NAMESPACE_KEY, ResourceInfo
 from .store import StorageKey, Store, WatchEvent
@@ -75,7 +77,9 @@ class GarbageCollector:
         except ApiError as exc:
             logger.debug("GC could not delete %s/%s: %s", key, meta["name"], exc)
 
-    def _edit(self, key: StorageKey, obj: dict[str, Any], change: Any) -> None:
+    def _edit(
+        self, key: StorageKey, obj: dict[str, Any], change: Any, subresource: str | None = None
+    ) -> None:
         """Apply ``change(copy)`` and commit it (no precondition: the GC always wins)."""
         info = self._info(key)
         fresh = self._fresh(key, obj)
@@ -84,7 +88,7 @@ class GarbageCollector:
         edited = copy.deepcopy(fresh)
         change(edited)
         try:
-            self.ops.commit(info, fresh, edited)
+            self.ops.commit(info, fresh, edited, subresource=subresource)
         except ApiError as exc:
             logger.debug("GC could not update %s/%s: %s", key, fresh["metadata"]["name"], exc)
 
@@ -143,7 +147,12 @@ class GarbageCollector:
         contents = [(k, o) for k, o in objects if o["metadata"].get("namespace") == name]
         for key, obj in contents:
             self._delete(key, obj)
-        if not contents and (ns.get("spec") or {}).get("finalizers"):
+        remaining = [
+            (key, fresh) for key, obj in contents if (fresh := self._fresh(key, obj)) is not None
+        ]
+        if remaining:
+            self._edit(NAMESPACE_KEY, ns, lambda o: _report_remaining(o, remaining), "status")
+        elif (ns.get("spec") or {}).get("finalizers"):
             fresh = self._fresh(NAMESPACE_KEY, ns)
             if fresh is not None:
                 self.ops.finalize_namespace(fresh)
@@ -152,10 +161,90 @@ class GarbageCollector:
         spec = crd.get("spec") or {}
         key = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
         instances = self.store.items(key)
+        if instances:
+            self._edit(CRD_KEY, crd, _deleting_instances, "status")
         for obj in instances:
             self._delete(key, obj)
         if not instances:
+            self._edit(CRD_KEY, crd, _deleted_instances, "status")
             self._edit(CRD_KEY, crd, lambda o: _drop_finalizer(o, CLEANUP_FINALIZER))
+
+
+def _deleting_instances(crd: dict[str, Any]) -> None:
+    set_condition(
+        crd,
+        "Terminating",
+        "True",
+        "InstanceDeletionInProgress",
+        "CustomResource deletion is in progress",
+    )
+
+
+def _deleted_instances(crd: dict[str, Any]) -> None:
+    set_condition(crd, "Terminating", "False", "InstanceDeletionCompleted", "removed all instances")
+
+
+# The namespace deleter's conditions, and what each says when all is well.
+NAMESPACE_CONDITIONS = {
+    "NamespaceDeletionDiscoveryFailure": (
+        "ResourcesDiscovered",
+        "All resources successfully discovered",
+    ),
+    "NamespaceDeletionGroupVersionParsingFailure": (
+        "ParsedGroupVersions",
+        "All legacy kube types successfully parsed",
+    ),
+    "NamespaceDeletionContentFailure": (
+        "ContentDeleted",
+        "All content successfully deleted, may be waiting on finalization",
+    ),
+    "NamespaceContentRemaining": ("ContentRemoved", "All content successfully removed"),
+    "NamespaceFinalizersRemaining": (
+        "ContentHasNoFinalizers",
+        "All content-preserving finalizers finished",
+    ),
+}
+
+
+def _report_remaining(
+    ns: dict[str, Any], remaining: list[tuple[StorageKey, dict[str, Any]]]
+) -> None:
+    """The conditions that tell why a namespace stays Terminating (the namespace deleter's
+    wording: what remains, and which finalizers hold it)."""
+    by_resource = Counter(f"{plural}.{group}" for (group, plural), _ in remaining)
+    by_finalizer = Counter(
+        finalizer for _, obj in remaining for finalizer in obj["metadata"].get("finalizers") or []
+    )
+    failing = {
+        "NamespaceContentRemaining": (
+            "SomeResourcesRemain",
+            "Some resources are remaining: "
+            + ", ".join(sorted(f"{r} has {n} resource instances" for r, n in by_resource.items())),
+        )
+    }
+    if by_finalizer:
+        failing["NamespaceFinalizersRemaining"] = (
+            "SomeFinalizersRemain",
+            "Some content in the namespace has finalizers remaining: "
+            + ", ".join(sorted(f"{f} in {n} resource instances" for f, n in by_finalizer.items())),
+        )
+    status = ns.setdefault("status", {})
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    updated = []
+    for kind, ok in NAMESPACE_CONDITIONS.items():
+        value, (reason, message) = ("True", failing[kind]) if kind in failing else ("False", ok)
+        old = conditions.get(kind) or {}
+        stamp = old.get("lastTransitionTime") if old.get("status") == value else now_timestamp()
+        updated.append(
+            {
+                "type": kind,
+                "status": value,
+                "lastTransitionTime": stamp,
+                "reason": reason,
+                "message": message,
+            }
+        )
+    status["conditions"] = updated
 
 
 def _drop_finalizer(obj: dict[str, Any], finalizer: str) -> None:

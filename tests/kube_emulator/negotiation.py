@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from .errors import bad_request, not_acceptable, unsupported_media_type
+from .errors import bad_request, not_acceptable, unrecognized, unsupported_media_type
 
 BODY_TYPES = ["application/json", "application/yaml"]
 
@@ -53,7 +53,9 @@ def respond(
 ) -> web.Response:
     headers = {}
     if warnings:
-        headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings)
+        # RFC 7234 warn-text is a quoted-string: backslashes and quotes are escaped
+        quoted = (w.replace("\\", "\\\\").replace('"', '\\"') for w in warnings)
+        headers["Warning"] = ", ".join(f'299 - "{w}"' for w in quoted)
     if rep is not None and rep.kind == "yaml":
         return web.Response(
             text=yaml.safe_dump(data, sort_keys=False),
@@ -73,17 +75,30 @@ def media_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
-async def read_body(request: web.Request, *, allow_empty: bool = False) -> Any:
+async def read_body(
+    request: web.Request, *, allow_empty: bool = False, kind: str | None = None
+) -> Any:
+    """The decoded body; ``kind`` (the object expected) words decoding errors as the server."""
     raw = await request.read()
     if not raw.strip():
         if allow_empty:
             return None
         raise bad_request("the body of the request is empty")
     # Like the API server: no Content-Type means the first supported type, JSON.
-    kind = media_type(request) or "application/json"
-    if kind not in BODY_TYPES:
+    media = media_type(request) or "application/json"
+    if media not in BODY_TYPES:
         raise unsupported_media_type(BODY_TYPES)
     try:
-        return json.loads(raw) if kind == "application/json" else yaml.safe_load(raw)
+        body = json.loads(raw) if media == "application/json" else yaml.safe_load(raw)
     except (ValueError, yaml.YAMLError) as exc:
-        raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+        why = f"couldn't get version/kind; json parse error: {exc}"
+        raise (bad_request(why) if kind is None else unrecognized(kind, why, raw)) from exc
+    if kind is not None and not isinstance(body, dict):
+        go_type = {list: "array", str: "string", bool: "bool"}.get(type(body), "number")
+        why = (
+            f"couldn't get version/kind; json parse error: json: cannot unmarshal {go_type} "
+            'into Go value of type struct { APIVersion string "json:\\"apiVersion,omitempty'
+            '\\""; Kind string "json:\\"kind,omitempty\\"" }'
+        )
+        raise unrecognized(kind, why, raw)
+    return body

@@ -7,6 +7,7 @@ Pure helpers over dicts; :mod:`.operations` decides when to call them.
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
 import hashlib
@@ -23,7 +24,6 @@ GENERATION_KINDS = {
     ("apps", "deployments"),
     ("apps", "replicasets"),
     ("policy", "poddisruptionbudgets"),
-    ("autoscaling", "horizontalpodautoscalers"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
 }
 # Kinds with a DNS-1123 *label* name (63 chars, no dots), like namespaces and services.
@@ -180,6 +180,9 @@ def default_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any]
             ip = old_ip or f"10.96.{random.randint(0, 255)}.{random.randint(1, 254)}"
             spec.setdefault("clusterIP", ip)
             spec.setdefault("clusterIPs", [spec["clusterIP"]])
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
         for port in spec.get("ports") or []:
             if isinstance(port, dict):
                 port.setdefault("protocol", "TCP")
@@ -190,6 +193,46 @@ def default_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any]
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     elif key == ("", "secrets"):
         obj.setdefault("type", "Opaque")
+        # stringData is write-only: merged into data, base64-encoded, and dropped
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict) and string_data:
+            data: dict[str, Any] = obj["data"] if isinstance(obj.get("data"), dict) else {}
+            for name, value in string_data.items():
+                data[name] = base64.b64encode(str(value).encode()).decode()
+            obj["data"] = data
+    elif key == ("autoscaling", "horizontalpodautoscalers") and isinstance(spec, dict):
+        spec.setdefault("minReplicas", 1)
+        if info.version == "v2" and not spec.get("metrics"):
+            target = {"type": "Utilization", "averageUtilization": 80}  # CPU at 80%
+            spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
+    if old is None and key in INITIAL_STATUS:
+        obj.setdefault("status", copy.deepcopy(INITIAL_STATUS[key]))
+
+
+# The status a created object shows before any controller writes one (a non-pointer Go
+# struct, so never absent; some counts are not omitempty).
+INITIAL_STATUS: dict[tuple[str, str], dict[str, Any]] = {
+    ("apps", "deployments"): {},
+    ("apps", "replicasets"): {"replicas": 0},
+    ("", "services"): {"loadBalancer": {}},
+    ("policy", "poddisruptionbudgets"): {
+        "disruptionsAllowed": 0,
+        "currentHealthy": 0,
+        "desiredHealthy": 0,
+        "expectedPods": 0,
+    },
+    ("autoscaling", "horizontalpodautoscalers"): {"desiredReplicas": 0, "currentMetrics": None},
+}
+
+
+def _pull_policy(image: Any) -> str:
+    """Always for a :latest (or untagged) image, else IfNotPresent (SetDefaults_Container)."""
+    name = str(image or "")
+    if "@" in name:
+        return "IfNotPresent"
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else "latest"
+    return "Always" if tag == "latest" else "IfNotPresent"
 
 
 def _default_pod_template(template: Any) -> None:
@@ -202,9 +245,11 @@ def _default_pod_template(template: Any) -> None:
     pod_spec.setdefault("dnsPolicy", "ClusterFirst")
     pod_spec.setdefault("terminationGracePeriodSeconds", 30)
     pod_spec.setdefault("schedulerName", "default-scheduler")
+    pod_spec.setdefault("securityContext", {})
     for container in pod_spec.get("containers") or []:
         if isinstance(container, dict):
-            container.setdefault("imagePullPolicy", "IfNotPresent")
+            container.setdefault("imagePullPolicy", _pull_policy(container.get("image")))
+            container.setdefault("resources", {})
             container.setdefault("terminationMessagePath", "/dev/termination-log")
             container.setdefault("terminationMessagePolicy", "File")
             for port in container.get("ports") or []:
@@ -248,3 +293,130 @@ def validate_builtin(info: ResourceInfo, obj: dict[str, Any]) -> list[Cause]:
                 )
             )
     return causes
+
+
+# metav1.MicroTime fields of the built-in kinds (RFC 3339 with exactly six fraction digits).
+MICRO_TIME_FIELDS = {
+    ("", "events"): ("eventTime", "series.lastObservedTime"),
+    ("events.k8s.io", "events"): ("eventTime", "series.lastObservedTime"),
+    ("coordination.k8s.io", "leases"): ("spec.acquireTime", "spec.renewTime"),
+}
+MICRO_TIME_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
+_SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+_MICROS = re.compile(r"^\.\d{6}")
+_ZONE = re.compile(r"^(Z|[+-]\d{2}:\d{2})$")
+
+
+def micro_time_error(info: ResourceInfo, obj: dict[str, Any]) -> str | None:
+    """Go's parse error for the first MicroTime field the real server could not decode."""
+    for path in MICRO_TIME_FIELDS.get(info.storage_key, ()):
+        value: Any = obj
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, str):
+            continue
+        seconds = _SECONDS.match(value)
+        rest = value[seconds.end() :] if seconds else value
+        micros = _MICROS.match(rest) if seconds else None
+        zone = rest[micros.end() :] if micros else rest
+        if seconds and micros and _ZONE.match(zone):
+            continue
+        expected = ".000000" if seconds and not micros else "Z07:00" if seconds else "2006"
+        return (
+            f'parsing time "{value}" as "{MICRO_TIME_LAYOUT}": cannot parse "{zone}" as '
+            f'"{expected}"'
+        )
+    return None
+
+
+# What typed decoding keeps: ObjectMeta's fields, and the top-level fields of each built-in
+# kind (the emulator has no schemas of built-ins, so their nested fields are not checked).
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
+_SPEC_STATUS = frozenset({"spec", "status"})
+BUILTIN_FIELDS: dict[tuple[str, str], frozenset[str]] = {
+    ("", "namespaces"): _SPEC_STATUS,
+    ("", "configmaps"): frozenset({"data", "binaryData", "immutable"}),
+    ("", "secrets"): frozenset({"data", "stringData", "type", "immutable"}),
+    ("", "serviceaccounts"): frozenset(
+        {"secrets", "imagePullSecrets", "automountServiceAccountToken"}
+    ),
+    ("", "services"): _SPEC_STATUS,
+    ("", "events"): frozenset(
+        {
+            "involvedObject",
+            "reason",
+            "message",
+            "source",
+            "firstTimestamp",
+            "lastTimestamp",
+            "count",
+            "type",
+            "eventTime",
+            "series",
+            "action",
+            "related",
+            "reportingComponent",
+            "reportingInstance",
+        }
+    ),
+    ("events.k8s.io", "events"): frozenset(
+        {
+            "eventTime",
+            "series",
+            "reportingController",
+            "reportingInstance",
+            "action",
+            "reason",
+            "regarding",
+            "related",
+            "note",
+            "type",
+            "deprecatedSource",
+            "deprecatedFirstTimestamp",
+            "deprecatedLastTimestamp",
+            "deprecatedCount",
+        }
+    ),
+    ("apps", "deployments"): _SPEC_STATUS,
+    ("apps", "replicasets"): _SPEC_STATUS,
+    ("policy", "poddisruptionbudgets"): _SPEC_STATUS,
+    ("autoscaling", "horizontalpodautoscalers"): _SPEC_STATUS,
+    ("coordination.k8s.io", "leases"): frozenset({"spec"}),
+    ("apiextensions.k8s.io", "customresourcedefinitions"): _SPEC_STATUS,
+}
+
+
+def prune_unknown_fields(info: ResourceInfo, obj: dict[str, Any]) -> list[str]:
+    """Drop what decoding into the real server's types drops: unknown fields of metadata
+    and, for built-in kinds, at the top level. Returns their paths, for the warnings (or the
+    strict decoding error) ``fieldValidation`` asks for."""
+    unknown = []
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        for key in [k for k in metadata if k not in OBJECT_META_FIELDS]:
+            del metadata[key]
+            unknown.append(f"metadata.{key}")
+    known = BUILTIN_FIELDS.get(info.storage_key)
+    if not info.is_custom and known is not None:
+        for key in [k for k in obj if k not in known | {"apiVersion", "kind", "metadata"}]:
+            del obj[key]
+            unknown.append(key)
+    return unknown

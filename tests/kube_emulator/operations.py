@@ -28,15 +28,19 @@ from .errors import (
     internal,
     invalid,
     not_found,
+    unrecognized,
     unsupported_media_type,
 )
+from .events import NEW_EVENTS, validate_event
 from .objects import (
     default_builtin,
     generate_name,
     has_generation,
     meta,
+    micro_time_error,
     new_uid,
     now_timestamp,
+    prune_unknown_fields,
     served,
     spec_part,
     validate_builtin,
@@ -53,7 +57,7 @@ _VOLATILE_META = ("resourceVersion", "managedFields")
 @dataclass
 class WriteOptions:
     dry_run: bool = False
-    field_validation: str = ""  # "", Ignore, Warn, Strict
+    field_validation: str = ""  # Ignore, Warn, Strict; "" (not given) means Warn
     warnings: list[str] = field(default_factory=list)
 
 
@@ -63,6 +67,12 @@ def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
         trimmed.get("metadata", {}).pop(key, None)
     trimmed.pop("apiVersion", None)
     return trimmed
+
+
+def _undecodable(info: ResourceInfo, kind: str, api_version: str, why: str) -> ApiError:
+    """A built-in kind's 400 for a body of another kind or version (no conversion exists)."""
+    version = api_version.rsplit("/", maxsplit=1)[-1]
+    return bad_request(f'{kind} in version "{version}" cannot be handled as a {info.kind}: {why}')
 
 
 class Operations(ScaleMixin, DeletionMixin):
@@ -155,10 +165,7 @@ class Operations(ScaleMixin, DeletionMixin):
                 {"name": name, "group": info.group, "kind": info.plural},
             )
         if info.storage_key == CRD_KEY:
-            crds.refresh_status(obj, None)
-            metadata.setdefault("finalizers", [])
-            if crds.CLEANUP_FINALIZER not in metadata["finalizers"]:
-                metadata["finalizers"].append(crds.CLEANUP_FINALIZER)
+            crds.initial_status(obj)
         if options.dry_run:
             return served(obj, info)
         return served(self.store.put(info.storage_key, obj), info)
@@ -172,24 +179,49 @@ class Operations(ScaleMixin, DeletionMixin):
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if info.is_custom and (not api_version or not kind):
             missing = "Kind" if not kind else "Version"
-            raise bad_request(f"Object '{missing}' is missing in '{json.dumps(body)[:200]}'")
-        if (
-            api_version
-            and api_version != info.api_version
-            and not (
-                # the same storage serves every version of a group (no conversion)
-                api_version.split("/")[0] == info.group and "/" in api_version
-            )
-        ):
-            raise bad_request(
-                f"the API version in the data ({api_version}) does not match the "
-                f"expected API version ({info.api_version})"
+            raw = json.dumps(body, separators=(",", ":"))
+            raise unrecognized(info.kind, f"Object '{missing}' is missing in '{raw}'", raw.encode())
+        # the same storage serves every version of a group (no conversion)
+        same_group = "/" in str(api_version) and str(api_version).split("/")[0] == info.group
+        if api_version and api_version != info.api_version and not same_group:
+            if info.is_custom:
+                raise bad_request(
+                    f"the API version in the data ({api_version}) does not match the "
+                    f"expected API version ({info.api_version})"
+                )
+            raise _undecodable(
+                info,
+                kind or info.kind,
+                api_version,
+                f'no kind "{kind or info.kind}" is '
+                f'registered for version "{api_version}" in scheme "pkg/runtime/scheme.go:111"',
             )
         if kind and kind != info.kind:
-            raise bad_request(
-                f"the kind in the data ({kind}) does not match the expected kind ({info.kind})"
+            if info.is_custom:  # decoded as unstructured, then the kind fails validation
+                raise invalid(
+                    info.group,
+                    kind,
+                    meta(obj).get("name", ""),
+                    [
+                        Cause(
+                            "FieldValueInvalid",
+                            "kind",
+                            f'Invalid value: "{kind}": must be {info.kind}',
+                        )
+                    ],
+                )
+            version = (api_version or info.api_version).split("/")[-1]
+            internal_group = info.group.split(".")[0] or "core"
+            raise _undecodable(
+                info,
+                kind,
+                api_version or info.api_version,
+                f"converting ({version}.{kind}) "
+                f"to ({internal_group}.{info.kind}): unknown conversion",
             )
         obj["apiVersion"], obj["kind"] = info.api_version, info.kind
+        if (why := micro_time_error(info, obj)) is not None:
+            raise _undecodable(info, info.kind, info.api_version, why)
         if not isinstance(obj.get("metadata", {}), dict):
             raise bad_request("metadata must be an object")
         return obj
@@ -201,26 +233,32 @@ class Operations(ScaleMixin, DeletionMixin):
         old: dict[str, Any] | None,
         options: WriteOptions,
     ) -> None:
-        """Defaulting, pruning and validation; raises 422 with every cause found."""
+        """Pruning, defaulting and validation; raises 400 for unknown fields when
+        ``fieldValidation`` is Strict, else 422 with every cause found."""
+        unknown = prune_unknown_fields(info, obj)
         causes = validate_metadata(info, obj)
         if info.is_custom:
-            unknown: list[str] = []
             causes += schema.process_custom_object(obj, info.schema, unknown)
-            if unknown and options.field_validation == "Strict":
-                raise bad_request(
-                    "strict decoding error: "
-                    + ", ".join(f'unknown field "{path}"' for path in unknown)
-                )
-            if unknown and options.field_validation == "Warn":
-                options.warnings.extend(f'unknown field "{path}"' for path in unknown)
+            if info.scale is not None:
+                causes += schema.validate_scale(obj, info.scale)
         else:
             default_builtin(info, obj, old)
             causes += validate_builtin(info, obj)
+            causes += validate_event(info, obj)
+        found = [f'unknown field "{path}"' for path in unknown]
+        if found and options.field_validation == "Strict":
+            raise _undecodable(
+                info, info.kind, info.api_version, "strict decoding error: " + ", ".join(found)
+            )
+        if found and options.field_validation in ("Warn", ""):  # Warn is the default
+            options.warnings.extend(found)
         if info.storage_key == CRD_KEY:
             crds.default_crd(obj)
             causes += crds.validate_crd(obj)
         if causes:
-            raise invalid(info.group, info.kind, meta(obj).get("name", ""), causes)
+            # events.k8s.io Events are validated as the internal (core) Event: no group
+            group = "" if info.storage_key == NEW_EVENTS else info.group
+            raise invalid(group, info.kind, meta(obj).get("name", ""), causes)
 
     # --- update ------------------------------------------------------------------------
     def update(
@@ -337,8 +375,6 @@ class Operations(ScaleMixin, DeletionMixin):
                     ],
                 )
         self._process(info, result, old, options)
-        if info.storage_key == CRD_KEY:
-            crds.refresh_status(result, old)
         if has_generation(info) and spec_part(result) != spec_part(old):
             result_meta["generation"] = int(old_meta.get("generation", 1)) + 1
         if not result_meta.get("finalizers"):
@@ -372,6 +408,9 @@ class Operations(ScaleMixin, DeletionMixin):
         accepted = [JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
         if not info.is_custom:
             accepted.insert(2, STRATEGIC_PATCH)
+        if content_type not in (*accepted, STRATEGIC_PATCH):
+            # not a patch type at all: the server's generic answer, without the list
+            raise ApiError(415, "UnsupportedMediaType", "415: Unsupported Media Type")
         if content_type not in accepted:
             raise unsupported_media_type(accepted)
         try:

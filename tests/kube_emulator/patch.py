@@ -173,6 +173,12 @@ def _smp_object(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
         return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
     if directive == "delete":
         return {}
+    orders = {
+        key.split("/", 1)[1]: value
+        for key, value in patch.items()
+        if key.startswith("$setElementOrder/") and isinstance(value, list)
+    }
+    originals = {field: copy.deepcopy(target.get(field)) for field in orders}
     for key, value in patch.items():
         if key.startswith("$setElementOrder/") or key in ("$patch", "$retainKeys"):
             continue
@@ -194,6 +200,12 @@ def _smp_object(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
             target[key] = _smp_list(key, target.get(key), value)
         else:
             target[key] = copy.deepcopy(value)
+    # $setElementOrder (kubectl sends it) wins over the patch's and the live list's order.
+    for field, order in orders.items():
+        patched, original = target.get(field), originals[field]
+        if isinstance(patched, list) and isinstance(original, list):
+            merge_key = _merge_key(field, [*order, *original])
+            target[field] = _normalize_order(patched, order, original, merge_key)
     return target
 
 
@@ -202,7 +214,8 @@ def _smp_list(field: str, current: Any, patch: list[Any]) -> list[Any]:
     if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch):
         return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
     if field in MERGED_SCALAR_LISTS:
-        return current + [copy.deepcopy(v) for v in patch if v not in current]
+        merged = current + [copy.deepcopy(v) for v in patch if v not in current]
+        return _normalize_order(merged, patch, current, None)
     key = _merge_key(field, patch + current)
     if key is None:
         return copy.deepcopy(patch)
@@ -225,4 +238,34 @@ def _smp_list(field: str, current: Any, patch: list[Any]) -> list[Any]:
             result.append({k: v for k, v in copy.deepcopy(item).items() if k != "$patch"})
         else:
             result[index] = _smp_object(result[index], item)
+    order = [i for i in patch if "$patch" not in i]
+    return _normalize_order(result, order, current, key)
+
+
+def _normalize_order(
+    merged: list[Any], order: list[Any], original: list[Any], key: str | None
+) -> list[Any]:
+    """The API server's order of a merged list (strategicpatch's normalizeElementOrder): the
+    items named in ``order`` in that order, the live list's other items in their order, and
+    each of those placed before the first patched item that follows it in the live list."""
+
+    def ident(item: Any) -> Any:
+        return item.get(key) if key is not None and isinstance(item, dict) else item
+
+    wanted = [ident(i) for i in order]
+    live = [ident(i) for i in original]
+
+    def live_index(item: Any) -> int:
+        return live.index(ident(item)) if ident(item) in live else -1
+
+    patched = sorted(
+        (i for i in merged if ident(i) in wanted), key=lambda i: wanted.index(ident(i))
+    )
+    server_only = sorted((i for i in merged if ident(i) not in wanted), key=live_index)
+    result: list[Any] = []
+    while patched or server_only:
+        take_server = not patched or (
+            bool(server_only) and 0 <= live_index(server_only[0]) < live_index(patched[0])
+        )
+        result.append((server_only if take_server else patched).pop(0))
     return result

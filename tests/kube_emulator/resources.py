@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+# The order the API server lists a custom resource's verbs in.
+CUSTOM_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,14 @@ class ResourceInfo:
         return self.crd_name is not None
 
     @property
+    def verbs(self) -> tuple[str, ...]:
+        if self.is_custom:
+            return CUSTOM_VERBS
+        if self.storage_key == ("", "namespaces"):  # no deletecollection of namespaces
+            return tuple(v for v in VERBS if v != "deletecollection")
+        return VERBS
+
+    @property
     def subresources(self) -> tuple[str, ...]:
         names = list(self.extra_subresources)
         if self.status_subresource:
@@ -93,6 +103,7 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
     ),
     _core("configmaps", "ConfigMap", short_names=("cm",)),
     _core("secrets", "Secret"),
+    _core("serviceaccounts", "ServiceAccount", short_names=("sa",)),
     _core(
         "services", "Service", short_names=("svc",), categories=("all",), status_subresource=True
     ),
@@ -152,6 +163,7 @@ BUILTIN_RESOURCES: tuple[ResourceInfo, ...] = (
         "CustomResourceDefinition",
         namespaced=False,
         short_names=("crd", "crds"),
+        categories=("api-extensions",),
         status_subresource=True,
     ),
 )

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from .errors import Cause
+from .resources import ScaleSpec
 
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
 
@@ -181,26 +182,17 @@ def _type_error(path: str, value: Any, expected: str) -> Cause:
 
 
 def _check_range(value: float, schema: dict[str, Any], path: str) -> list[Cause]:
+    """multipleOf, maximum, minimum: every failure, in kube-openapi's order."""
     causes = []
     shown = render_value(value)
-    if (minimum := schema.get("minimum")) is not None:
-        if schema.get("exclusiveMinimum") and value <= minimum:
-            causes.append(
-                Cause(
-                    "FieldValueInvalid",
-                    path,
-                    f"Invalid value: {shown}: {path} in body should be greater than {minimum}",
-                )
+    if (multiple := schema.get("multipleOf")) and value % multiple:
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                path,
+                f"Invalid value: {shown}: {path} in body should be a multiple of {multiple}",
             )
-        elif value < minimum:
-            causes.append(
-                Cause(
-                    "FieldValueInvalid",
-                    path,
-                    f"Invalid value: {shown}: {path} in body should be greater than "
-                    f"or equal to {minimum}",
-                )
-            )
+        )
     if (maximum := schema.get("maximum")) is not None:
         if schema.get("exclusiveMaximum") and value >= maximum:
             causes.append(
@@ -219,46 +211,60 @@ def _check_range(value: float, schema: dict[str, Any], path: str) -> list[Cause]
                     f"or equal to {maximum}",
                 )
             )
-    if (multiple := schema.get("multipleOf")) and value % multiple:
-        causes.append(
-            Cause(
-                "FieldValueInvalid",
-                path,
-                f"Invalid value: {shown}: {path} in body should be a multiple of {multiple}",
+    if (minimum := schema.get("minimum")) is not None:
+        if schema.get("exclusiveMinimum") and value <= minimum:
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    path,
+                    f"Invalid value: {shown}: {path} in body should be greater than {minimum}",
+                )
             )
-        )
+        elif value < minimum:
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    path,
+                    f"Invalid value: {shown}: {path} in body should be greater than "
+                    f"or equal to {minimum}",
+                )
+            )
     return causes
 
 
 def _check_string(value: str, schema: dict[str, Any], path: str) -> list[Cause]:
-    causes = []
+    """maxLength, minLength, pattern: only the first failure, as kube-openapi reports."""
     shown = render_value(value)
+    if (max_length := schema.get("maxLength")) is not None and len(value) > max_length:
+        return [
+            Cause("FieldValueTooLong", path, f"Too long: may not be more than {max_length} bytes")
+        ]
     if (min_length := schema.get("minLength")) is not None and len(value) < min_length:
-        causes.append(
+        return [
             Cause(
                 "FieldValueInvalid",
                 path,
                 f"Invalid value: {shown}: {path} in body should be at least "
                 f"{min_length} chars long",
             )
-        )
-    if (max_length := schema.get("maxLength")) is not None and len(value) > max_length:
-        causes.append(
-            Cause("FieldValueTooLong", path, f"Too long: may not be more than {max_length} bytes")
-        )
+        ]
     if (pattern := schema.get("pattern")) is not None and not re.search(pattern, value):
-        causes.append(
+        return [
             Cause(
                 "FieldValueInvalid",
                 path,
                 f"Invalid value: {shown}: {path} in body should match '{pattern}'",
             )
-        )
-    return causes
+        ]
+    return []
 
 
 def _check_array(value: list[Any], schema: dict[str, Any], path: str) -> list[Cause]:
+    """The items first, then minItems and maxItems, in kube-openapi's order."""
     causes = []
+    if isinstance(items := schema.get("items"), dict):
+        for index, item in enumerate(value):
+            causes.extend(validate(item, items, f"{path}[{index}]"))
     if (min_items := schema.get("minItems")) is not None and len(value) < min_items:
         causes.append(
             Cause(
@@ -276,9 +282,6 @@ def _check_array(value: list[Any], schema: dict[str, Any], path: str) -> list[Ca
                 f"Too many: {len(value)}: must have at most {max_items} items",
             )
         )
-    if isinstance(items := schema.get("items"), dict):
-        for index, item in enumerate(value):
-            causes.extend(validate(item, items, f"{path}[{index}]"))
     return causes
 
 
@@ -332,4 +335,78 @@ def process_custom_object(
         for key in schema.get("required") or ()
         if key not in obj
     )
+    return causes
+
+
+MAX_INT32 = 2**31 - 1
+
+
+def _go_value(value: Any) -> tuple[str, str]:
+    """``%v`` and ``%T`` of a decoded JSON value in Go, for accessor errors."""
+    if value is None:
+        return "<nil>", "<nil>"
+    if isinstance(value, bool):
+        return str(value).lower(), "bool"
+    if isinstance(value, float):
+        return repr(value), "float64"
+    if isinstance(value, str):
+        return value, "string"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_value(v)[0] for v in value) + "]", "[]interface {}"
+    if isinstance(value, dict):
+        inner = " ".join(f"{k}:{_go_value(v)[0]}" for k, v in sorted(value.items()))
+        return f"map[{inner}]", "map[string]interface {}"
+    return str(value), "int64"
+
+
+def _nested(obj: dict[str, Any], path: str, expected: type, go_type: str) -> tuple[Any, str | None]:
+    """unstructured.NestedInt64/NestedString: the value (or None) and an accessor error."""
+    fields = path.lstrip(".").split(".")
+    current: Any = obj
+    for depth, name in enumerate(fields):
+        if not isinstance(current, dict):
+            shown, kind = _go_value(current)
+            where = "." + ".".join(fields[:depth])
+            return None, (
+                f"{where} accessor error: {shown} is of the type {kind}, "
+                "expected map[string]interface{}"
+            )
+        if name not in current:
+            return None, None
+        current = current[name]
+    if isinstance(current, expected) and not isinstance(current, bool):
+        return current, None
+    shown, kind = _go_value(current)
+    return None, f"{path} accessor error: {shown} is of the type {kind}, expected {go_type}"
+
+
+def validate_scale(obj: dict[str, Any], scale: ScaleSpec) -> list[Cause]:
+    """The scale subresource's own checks of the replica counts and the selector, made on
+    every write of a custom resource that has one (their paths keep the leading dot)."""
+    causes = []
+    for path in (scale.spec_replicas_path, scale.status_replicas_path):
+        replicas, error = _nested(obj, path, int, "int64")
+        if error is not None:
+            causes.append(Cause("FieldValueInvalid", path, f"Invalid value: 0: {error}"))
+        elif replicas is not None and replicas < 0:
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    path,
+                    f"Invalid value: {replicas}: should be a non-negative integer",
+                )
+            )
+        elif replicas is not None and replicas > MAX_INT32:
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    path,
+                    f"Invalid value: {replicas}: should be less than or equal to {MAX_INT32}",
+                )
+            )
+    if scale.label_selector_path:
+        _, error = _nested(obj, scale.label_selector_path, str, "string")
+        if error is not None:
+            path = scale.label_selector_path
+            causes.append(Cause("FieldValueInvalid", path, f'Invalid value: "": {error}'))
     return causes

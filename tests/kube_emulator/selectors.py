@@ -7,11 +7,11 @@ real server's ``unable to parse requirement`` answers.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ApiError, bad_request
+from .errors import bad_request
+from .resources import ResourceInfo
 
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
@@ -152,19 +152,72 @@ def _field_string(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class FieldLabels:
+    """The field selectors a kind supports, and how the API server refuses others: kinds
+    with their own label conversion say "field label not supported", the rest list the two
+    every object has. ``paths`` maps a label to where its value is, when not at the label."""
+
+    labels: frozenset[str]
+    converted: bool = False
+    paths: tuple[tuple[str, str], ...] = ()
+
+    def path_of(self, label: str) -> str:
+        if label not in self.labels:
+            if self.converted:
+                raise bad_request(f"field label not supported: {label}")
+            raise bad_request(
+                f'"{label}" is not a known field selector: only "metadata.name", '
+                '"metadata.namespace"'
+            )
+        return dict(self.paths).get(label, label)
+
+
+METADATA_LABELS = frozenset({"metadata.name", "metadata.namespace"})
+_INVOLVED = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+# k8s.io/kubernetes' AddFieldLabelConversionsFor* of the built-in kinds that have them.
+BUILTIN_FIELD_LABELS = {
+    ("", "namespaces"): FieldLabels(frozenset({"metadata.name", "status.phase"}), True),
+    ("", "secrets"): FieldLabels(METADATA_LABELS | {"type"}, True),
+    ("", "services"): FieldLabels(METADATA_LABELS | {"spec.clusterIP", "spec.type"}, True),
+    ("", "events"): FieldLabels(
+        METADATA_LABELS
+        | {f"involvedObject.{f}" for f in _INVOLVED}
+        | {"reason", "reportingComponent", "source", "type"},
+        True,
+        (("source", "source.component"),),
+    ),
+    ("events.k8s.io", "events"): FieldLabels(
+        METADATA_LABELS
+        | {f"regarding.{f}" for f in _INVOLVED}
+        | {"reason", "reportingController", "type"},
+        True,
+    ),
+}
+
+
+def field_labels(info: ResourceInfo) -> FieldLabels:
+    """A kind's field labels: its conversion's, metadata's plus a CRD's selectableFields
+    (refused as converted kinds refuse them), or metadata's alone."""
+    if info.is_custom:
+        return FieldLabels(METADATA_LABELS | set(info.selectable_fields), converted=True)
+    return BUILTIN_FIELD_LABELS.get(info.storage_key, FieldLabels(METADATA_LABELS))
+
+
 def parse_field_selector(
-    text: str | None, allowed: Callable[[str], bool] | None = None
+    text: str | None, labels: FieldLabels | None = None
 ) -> list[FieldRequirement]:
-    """Parse ``a=b,c!=d``; ``allowed`` rejects unsupported field labels (400), as CRs do."""
+    """Parse ``a=b,c!=d`` (``==`` too); labels the kind does not support are a 400."""
     requirements = []
     for raw in _split_top_level(text or ""):
         match = re.match(r"^([^!=]+?)\s*(==|=|!=)\s*(.*)$", raw)
         if not match:
             raise bad_request(f"invalid selector: '{raw}'; can't understand '{raw}'")
-        path, op, value = match.group(1).strip(), match.group(2), match.group(3).strip()
-        if allowed is not None and not allowed(path):
-            raise ApiError(400, "BadRequest", f"field label not supported: {path}")
-        requirements.append(FieldRequirement(path, op == "!=", value))
+        label, op, value = match.group(1).strip(), match.group(2), match.group(3).strip()
+        if re.search(r"(?<!\\)=", value):
+            raise bad_request("invalid field selector: unescaped character in value: 61")
+        path = label if labels is None else labels.path_of(label)
+        requirements.append(FieldRequirement(path, op == "!=", value.replace("\\", "")))
     return requirements
 
 

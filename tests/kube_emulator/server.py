@@ -24,7 +24,7 @@ from . import control, discovery
 from .api import ApiHandler
 from .cluster import Cluster, EmulatorConfig
 from .deployments import parse_duration
-from .errors import ApiError, internal, not_found_path
+from .errors import ApiError, internal
 from .faults import FaultRule
 from .negotiation import respond
 
@@ -50,7 +50,8 @@ def build_app(cluster: Cluster, request_log: deque[dict[str, Any]]) -> web.Appli
         except ApiError as exc:
             response = respond(exc.status(), exc.code)
         except web.HTTPNotFound:
-            response = respond(not_found_path().status(), 404)
+            # A path outside the API (or in an unknown group): Go's http.NotFound.
+            response = web.Response(status=404, text="404 page not found\n")
         except web.HTTPMethodNotAllowed as exc:
             response = respond(ApiError(405, "MethodNotAllowed", str(exc)).status(), 405)
         except Exception as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .objects import parse_timestamp
 from .resources import ResourceInfo
+from .selectors import selector_to_string
 
 _TOKEN = re.compile(
     r"""\.?([A-Za-z0-9_\-/]+)|\[(\d+|\*)\]|\[\?\(@\.([\w.\-]+)\s*==\s*['"]([^'"]*)['"]\)\]"""
@@ -127,13 +128,163 @@ def _containers(field: str) -> Callable[[dict[str, Any]], str]:
     return read
 
 
+def _labels(labels: dict[str, Any]) -> str:
+    """labels.FormatLabels: sorted key=value pairs, or <none>."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+def _selector(obj: dict[str, Any]) -> str:
+    return selector_to_string((obj.get("spec") or {}).get("selector") or {}) or "<none>"
+
+
+def _int_or_string(path: str) -> Callable[[dict[str, Any]], str]:
+    def read(obj: dict[str, Any]) -> str:
+        found = jsonpath(obj, path)
+        return str(found[0]) if found else "N/A"
+
+    return read
+
+
+def _event_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """An events.k8s.io Event under the core Event's field names (a real server prints both
+    from its one internal Event)."""
+    if "regarding" not in obj and "note" not in obj and "deprecatedSource" not in obj:
+        return obj
+    return {
+        **obj,
+        "involvedObject": obj.get("regarding") or {},
+        "message": obj.get("note") or "",
+        "source": obj.get("deprecatedSource") or {},
+        "firstTimestamp": obj.get("deprecatedFirstTimestamp"),
+        "lastTimestamp": obj.get("deprecatedLastTimestamp"),
+        "count": obj.get("deprecatedCount") or 0,
+    }
+
+
+def _event_cells(obj: dict[str, Any]) -> list[Any]:
+    """printEvent's cells: last seen, type, reason, object, subobject, source, message,
+    first seen, count, name."""
+    event = _event_view(obj)
+    first = age(event.get("firstTimestamp") or event.get("eventTime"))
+    last = age(event["lastTimestamp"]) if event.get("lastTimestamp") else first
+    count = event.get("count") or 1  # singleton events of the new API have no count
+    if series := event.get("series"):
+        last, count = age(series.get("lastObservedTime")), series.get("count", count)
+    involved = event.get("involvedObject") or {}
+    target = str(involved.get("kind", "")).lower()
+    if involved.get("name"):
+        target = f"{target}/{involved['name']}"
+    source = event.get("source") or {}
+    component = source.get("component") or event.get("reportingComponent") or ""
+    component = component or event.get("reportingController") or ""
+    instance = source.get("host") or event.get("reportingInstance") or ""
+    return [
+        last,
+        event.get("type", ""),
+        event.get("reason", ""),
+        target,
+        involved.get("fieldPath", ""),
+        f"{component}, {instance}" if instance else component,
+        str(event.get("message") or "").strip(),
+        first,
+        count,
+        event["metadata"]["name"],
+    ]
+
+
+def _event_column(index: int) -> Callable[[dict[str, Any]], Any]:
+    return lambda obj: _event_cells(obj)[index]
+
+
+EVENT_COLUMNS: list[Column] = [
+    (name, "string", "name" if name == "Name" else "", priority, _event_column(index))
+    for index, (name, priority) in enumerate(
+        [
+            ("Last Seen", 0),
+            ("Type", 0),
+            ("Reason", 0),
+            ("Object", 0),
+            ("Subobject", 1),
+            ("Source", 1),
+            ("Message", 0),
+            ("First Seen", 1),
+            ("Count", 1),
+            ("Name", 1),
+        ]
+    )
+]
+
+
+# The field of a MetricSpec that holds each metric type's source.
+_METRIC_SOURCES = {
+    "Resource": "resource",
+    "ContainerResource": "containerResource",
+    "Pods": "pods",
+    "Object": "object",
+    "External": "external",
+}
+
+
+def _hpa_metric(metric: dict[str, Any]) -> str:
+    """One metric as formatHPAMetrics shows it; there is no metrics server, so no current
+    value is ever known."""
+    kind = metric.get("type", "")
+    if kind not in _METRIC_SOURCES:
+        return "<unknown type>"
+    source = metric.get(_METRIC_SOURCES[kind]) or {}
+    target = source.get("target") or {}
+    if kind in ("Resource", "ContainerResource"):
+        if "averageValue" in target:
+            return f"{source.get('name')}: <unknown>/{target['averageValue']}"
+        goal = target.get("averageUtilization")
+        return f"{source.get('name')}: <unknown>/{'<auto>' if goal is None else f'{goal}%'}"
+    if kind != "Pods" and "averageValue" in target:
+        return f"<unknown>/{target['averageValue']} (avg)"
+    return f"<unknown>/{target.get('averageValue', target.get('value'))}"
+
+
+def _hpa_metrics(obj: dict[str, Any]) -> str:
+    spec = obj.get("spec") or {}
+    metrics = spec.get("metrics")
+    if metrics is None and "targetCPUUtilizationPercentage" in spec:  # an autoscaling/v1 one
+        goal = spec["targetCPUUtilizationPercentage"]
+        target = {"type": "Utilization", "averageUtilization": goal}
+        metrics = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
+    shown = [_hpa_metric(metric) for metric in metrics or []]
+    if not shown:
+        return "<none>"
+    more = len(shown) - 2
+    return ", ".join(shown[:2]) + (f" + {more} more..." if more > 0 else "")
+
+
+HPA_COLUMNS: list[Column] = [
+    NAME,
+    (
+        "Reference",
+        "string",
+        "",
+        0,
+        lambda o: "{}/{}".format(
+            (o.get("spec") or {}).get("scaleTargetRef", {}).get("kind", ""),
+            (o.get("spec") or {}).get("scaleTargetRef", {}).get("name", ""),
+        ),
+    ),
+    ("Targets", "string", "", 0, _hpa_metrics),
+    ("MinPods", "string", "", 0, lambda o: str(_get(".spec.minReplicas", "<unset>")(o))),
+    ("MaxPods", "string", "", 0, _get(".spec.maxReplicas", 0)),
+    ("Replicas", "string", "", 0, _get(".status.currentReplicas", 0)),
+    AGE,
+]
+
+# The columns and cell types of k8s.io/kubernetes' printers (pkg/printers/internalversion),
+# which some declare as strings and fill with integers.
 BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
     ("", "namespaces"): [NAME, ("Status", "string", "", 0, _get(".status.phase")), AGE],
     ("", "configmaps"): [
         NAME,
         (
             "Data",
-            "integer",
+            "string",
             "",
             0,
             lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}),
@@ -143,7 +294,7 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
     ("", "secrets"): [
         NAME,
         ("Type", "string", "", 0, _get(".type")),
-        ("Data", "integer", "", 0, lambda o: len(o.get("data") or {})),
+        ("Data", "string", "", 0, lambda o: len(o.get("data") or {})),
         AGE,
     ],
     ("", "services"): [
@@ -153,32 +304,25 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
         ("External-IP", "string", "", 0, lambda o: "<none>"),
         ("Port(s)", "string", "", 0, _ports),
         AGE,
-    ],
-    ("", "events"): [
-        ("Last Seen", "string", "", 0, lambda o: age(o.get("lastTimestamp") or o.get("eventTime"))),
-        ("Type", "string", "", 0, _get(".type")),
-        ("Reason", "string", "", 0, _get(".reason")),
         (
-            "Object",
+            "Selector",
             "string",
             "",
-            0,
-            lambda o: "{}/{}".format(
-                str((o.get("involvedObject") or {}).get("kind", "")).lower(),
-                (o.get("involvedObject") or {}).get("name", ""),
-            ),
+            1,
+            lambda o: _labels((o.get("spec") or {}).get("selector") or {}),
         ),
-        ("Message", "string", "", 0, _get(".message")),
-        NAME,
     ],
+    ("", "events"): EVENT_COLUMNS,
+    ("events.k8s.io", "events"): EVENT_COLUMNS,
     ("apps", "deployments"): [
         NAME,
         ("Ready", "string", "", 0, _ready),
-        ("Up-to-date", "integer", "", 0, _get(".status.updatedReplicas", 0)),
-        ("Available", "integer", "", 0, _get(".status.availableReplicas", 0)),
+        ("Up-to-date", "string", "", 0, _get(".status.updatedReplicas", 0)),
+        ("Available", "string", "", 0, _get(".status.availableReplicas", 0)),
         AGE,
         ("Containers", "string", "", 1, _containers("name")),
         ("Images", "string", "", 1, _containers("image")),
+        ("Selector", "string", "", 1, _selector),
     ],
     ("apps", "replicasets"): [
         NAME,
@@ -186,31 +330,18 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
         ("Current", "integer", "", 0, _get(".status.replicas", 0)),
         ("Ready", "integer", "", 0, _get(".status.readyReplicas", 0)),
         AGE,
+        ("Containers", "string", "", 1, _containers("name")),
+        ("Images", "string", "", 1, _containers("image")),
+        ("Selector", "string", "", 1, _selector),
     ],
     ("policy", "poddisruptionbudgets"): [
         NAME,
-        ("Min Available", "string", "", 0, _get(".spec.minAvailable", "N/A")),
-        ("Max Unavailable", "string", "", 0, _get(".spec.maxUnavailable", "N/A")),
+        ("Min Available", "string", "", 0, _int_or_string(".spec.minAvailable")),
+        ("Max Unavailable", "string", "", 0, _int_or_string(".spec.maxUnavailable")),
         ("Allowed Disruptions", "integer", "", 0, _get(".status.disruptionsAllowed", 0)),
         AGE,
     ],
-    ("autoscaling", "horizontalpodautoscalers"): [
-        NAME,
-        (
-            "Reference",
-            "string",
-            "",
-            0,
-            lambda o: "{}/{}".format(
-                (o.get("spec") or {}).get("scaleTargetRef", {}).get("kind", ""),
-                (o.get("spec") or {}).get("scaleTargetRef", {}).get("name", ""),
-            ),
-        ),
-        ("MinPods", "integer", "", 0, _get(".spec.minReplicas", 1)),
-        ("MaxPods", "integer", "", 0, _get(".spec.maxReplicas", 0)),
-        ("Replicas", "integer", "", 0, _get(".status.currentReplicas", 0)),
-        AGE,
-    ],
+    ("autoscaling", "horizontalpodautoscalers"): HPA_COLUMNS,
     ("coordination.k8s.io", "leases"): [
         NAME,
         ("Holder", "string", "", 0, _get(".spec.holderIdentity", "")),
@@ -304,7 +435,7 @@ def to_table(
         "columnDefinitions": [
             {
                 "name": name,
-                "type": "string" if kind == "date" else kind,
+                "type": kind,
                 "format": fmt,
                 "description": name,
                 "priority": priority,
