@@ -102,3 +102,11 @@ def test_the_garbage_collector_deletes_what_an_owner_owned(kube_cluster: Control
     kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(owned))
     kube_cluster.kubectl("delete", "configmap/owner", "-n", ns)
     kube_cluster.kubectl("wait", "--for=delete", "configmap/owned", "-n", ns, "--timeout=60s")
+
+
+def test_a_restarted_api_server_keeps_the_cluster_state(kube_cluster: ControlPlane) -> None:
+    ns = namespace(kube_cluster)
+    kube_cluster.kubectl("create", "configmap", "kept", "--from-literal=a=1", "-n", ns)
+    kube_cluster.restart("kube-apiserver")
+    kept = kube_cluster.kubectl("get", "configmap/kept", "-n", ns, "-o", "jsonpath={.data.a}")
+    assert kept.stdout == "1"

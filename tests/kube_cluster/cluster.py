@@ -203,11 +203,17 @@ class ControlPlane:
         folder = workdir or Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / OWNER_FILE).write_text(str(os.getpid()))
+        try:
+            pki = make_pki(folder / "pki", service_ip=SERVICE_IP)
+        except BaseException:
+            if workdir is None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         plane = cls(
             tools=tools,
             workdir=folder,
             keep_workdir=workdir is not None,
-            pki=make_pki(folder / "pki", service_ip=SERVICE_IP),
+            pki=pki,
             apiserver_port=apiserver_port or free_port(),
             etcd_port=free_port(),
             nodes=nodes,
