@@ -242,8 +242,11 @@ def build_kubernetes(go: str, target: Path, log: Path) -> None:
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "bin").mkdir(parents=True)
-        for name in KUBE_COMMANDS:
-            _say(f"kubernetes {version}: building {name} (the first one takes longest)")
+        for index, name in enumerate(KUBE_COMMANDS):
+            note = (
+                " (the first takes longest: it compiles what all four share)" if index == 0 else ""
+            )
+            _say(f"kubernetes {version}: building {name}{note}")
             started = time.monotonic()
             _run(
                 [
@@ -399,7 +402,7 @@ def build(tools: Toolchain) -> None:
     ]
     _say(
         f"building {', '.join(folder.name for folder in missing)} into {tools.root} "
-        f"(cold: about 30 minutes on 2 cores; log: {log})"
+        f"(cold: about 10 to 15 minutes on 2 cores; log: {log})"
     )
     started = time.monotonic()
     for folder, step in steps:
