@@ -284,3 +284,25 @@ def test_an_invalid_resource_is_refused_by_the_api_server(
     assert refused.returncode != 0
     assert field in refused.stderr and says in refused.stderr, refused.stderr
     deploy_stable(kubectl, md_api, exporter, namespace)  # the fixed resource proceeds
+
+
+def test_changing_the_replica_count_scales_the_stable_in_place_without_a_canary(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    stable = deploy_stable(kubectl, md_api, exporter, namespace)
+    name = f"fraud-{revision_of(stable)}"
+    kubectl.apply(dump(model_deployment(namespace, "1.0.0", runtime={"replicas": 3})))
+    apps = client.AppsV1Api(api_client)
+    eventually(
+        lambda: apps.read_namespaced_deployment(name, namespace).status.ready_replicas == 3,
+        timeout=30,
+    )
+    assert deployments(api_client, namespace) == {name: 3}
+    status = status_of(md_api, namespace)
+    assert (status["phase"], status.get("canaryVersion")) == ("Succeeded", None)
+    assert [h["version"] for h in status["history"]] == ["1.0.0"]

@@ -251,8 +251,9 @@ def test_custom_handler_module_is_accepted() -> None:
         ({"runtime": {"resources": {"limits": {"memory": "4Gi"}}}}, False),
         ({"canary": {"steps": [5, 50]}}, True),
         ({"paused": True}, True),
+        ({"runtime": {"replicas": 5}}, True),
     ],
-    ids=["version", "config", "resources", "policy", "paused"],
+    ids=["version", "config", "resources", "policy", "paused", "replicas"],
 )
 def test_revision_changes_only_with_what_the_pods_run(change: dict[str, Any], same: bool) -> None:
     before = parse_model_deployment(merged(BASE, {"status": None}))

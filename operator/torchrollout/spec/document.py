@@ -79,12 +79,13 @@ class ModelDeployment(BaseModel):
 def compute_revision(spec: ModelDeploymentSpec) -> str:
     """A short hash of everything that changes the pods: model and runtime.
 
-    The canary policy, traffic, autoscaling and `paused` are left out: editing them
-    changes how a rollout proceeds, not what runs.
+    The canary policy, traffic, autoscaling, `paused` and the replica count are left out:
+    editing them changes how a rollout proceeds or how many pods run, not what runs, so
+    the current revision is scaled in place instead of being rolled out anew.
     """
     pod_shaping = {
         "model": spec.model.model_dump(mode="json", by_alias=True),
-        "runtime": spec.runtime.model_dump(mode="json", by_alias=True),
+        "runtime": spec.runtime.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
     }
     canonical = json.dumps(pod_shaping, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
