@@ -38,6 +38,9 @@ from typing import Any
 
 import yaml
 
+from torchrollout.local.ports import free_port
+from torchrollout.local.prometheus import log_tail
+
 from .build import Toolchain, toolchain
 from .pki import Pki, make_pki
 
@@ -50,13 +53,6 @@ ETCD_TIMEOUT = 30.0
 
 class ClusterError(Exception):
     """The control plane could not be built, started or reached; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def ensure_free(port: int, what: str) -> None:
@@ -94,13 +90,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @dataclass
 class Component:
     """One child process and its log."""
@@ -127,7 +116,7 @@ class Component:
         if self.process is not None and self.process.poll() is not None:
             raise ClusterError(
                 f"{self.name} exited with code {self.process.returncode} (log: {self.log}).\n"
-                f"Last lines:\n{log_tail(self.log)}"
+                f"Last lines:\n{log_tail(self.log, 25)}"
             )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -443,14 +432,8 @@ class ControlPlane:
             "--v=1",
         ]
 
-    def _component_kubeconfig(self) -> Path:
-        path = self.workdir / "components.kubeconfig"
-        if not path.exists():
-            self._write_kubeconfig(path, user=self._admin_user(), namespace="default")
-        return path
-
     def _controller_manager_argv(self) -> list[str]:
-        kubeconfig = self._component_kubeconfig()
+        kubeconfig = self.kubeconfig
         return [
             str(self.binary("kube-controller-manager")),
             f"--kubeconfig={kubeconfig}",
@@ -470,7 +453,7 @@ class ControlPlane:
         ]
 
     def _scheduler_argv(self) -> list[str]:
-        kubeconfig = self._component_kubeconfig()
+        kubeconfig = self.kubeconfig
         return [
             str(self.binary("kube-scheduler")),
             f"--kubeconfig={kubeconfig}",
@@ -497,7 +480,7 @@ class ControlPlane:
         config.write_text("\n---\n".join(p.read_text() for p in chosen))
         return [
             str(self.binary("kwok")),
-            f"--kubeconfig={self._component_kubeconfig()}",
+            f"--kubeconfig={self.kubeconfig}",
             f"--config={config}",
             "--manage-all-nodes=true",
             "--node-lease-duration-seconds=40",
