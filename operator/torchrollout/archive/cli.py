@@ -1,9 +1,15 @@
-"""`torchrollout archive build`: the command line over `build.build_archive`.
+"""`torchrollout archive build` and `archive fetch`: the command line over `build` and `store`.
 
-Parses options, reads the config and sample-input JSON files, shows download progress on
-stderr, prints the JSON summary on stdout. On failure it prints `archive build failed at
-<step>: <reason>` on stderr and exits 1 (2 for usage errors). torch and TorchServe are imported
-only when a build runs, so this module (and `torchrollout --help`) loads fast.
+`build` parses options, reads the config and sample-input JSON files, shows download progress
+on stderr, prints the JSON summary on stdout. With `--store STORE --revision REV` it runs
+`store.build_into_store`: a committed archive of that revision is reused (said on stderr),
+else it is built and uploaded; `--digest-file` receives the archive's hex sha256 (a build Job
+passes /dev/termination-log, where the operator reads it). `fetch` copies a stored archive
+into a folder and refuses one whose sha256 is not the expected one.
+
+On failure each prints `archive build|fetch failed at <step>: <reason>` on stderr and exits 1
+(2 for usage errors). torch and TorchServe are imported only when a build runs, so this
+module (and `torchrollout --help`) loads fast.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +30,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from torchrollout.archive.errors import ArchiveError, UsageError
+from torchrollout.archive.errors import ArchiveError, PublishError, UsageError
 
 app = typer.Typer(help="Build and check TorchServe model archives.", no_args_is_help=True)
 _stderr = Console(stderr=True)
@@ -101,11 +107,28 @@ def build(
     ca_bundle: Annotated[
         Path | None, typer.Option(help="PEM bundle to trust for https sources.")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Archive store (s3://bucket/prefix, pvc://claim/path, file:///path): the "
+            "archive goes to STORE/NAME/REVISION/NAME.mar, and is reused when already there."
+        ),
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="The revision the archive belongs to (with --store).")
+    ] = None,
+    digest_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the archive's hex sha256 here (e.g. /dev/termination-log)."),
+    ] = None,
 ) -> None:
     """Fetch, verify, pack and smoke-test a model archive; print a JSON summary."""
     from torchrollout.archive.build import BuildRequest, build_archive
+    from torchrollout.archive.store import ArchiveStore, build_into_store
 
     try:
+        if (store is None) != (revision is None):
+            raise UsageError("--store and --revision: give both or neither")
         handler_config = _read_json(config, "--config") or {}
         if not isinstance(handler_config, dict):
             raise UsageError("--config: expected a JSON object")
@@ -122,9 +145,66 @@ def build(
             max_batch_delay_ms=max_batch_delay,
             ca_bundle=ca_bundle,
         )
-        result = build_archive(request, progress=StderrProgress(_stderr))
+        progress = StderrProgress(_stderr)
+        if store is None or revision is None:
+            result = build_archive(request, progress=progress)
+            summary, digest = result.summary(), result.sha256
+        else:
+            stored = build_into_store(
+                request, ArchiveStore(store), revision=revision, progress=progress, note=_say
+            )
+            summary, digest = stored.summary(), stored.archive.sha256
+        if digest_file is not None:
+            _write_digest(digest_file, digest)
     except ArchiveError as exc:
-        # Plain write, not rich: the message must stay one greppable line in CI logs.
-        sys.stderr.write(f"archive build failed at {exc.step}: {exc.message}\n")
-        raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
-    sys.stdout.write(json.dumps(result.summary(), indent=2) + "\n")
+        _fail("build", exc)
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+
+
+@app.command()
+def fetch(
+    *,
+    store: Annotated[
+        str, typer.Option(help="Archive store: s3://bucket/prefix, pvc://claim/path, file:///…")
+    ],
+    name: Annotated[str, typer.Option(help="Model name (the archive is NAME.mar).")],
+    revision: Annotated[str, typer.Option(help="The revision whose archive to fetch.")],
+    sha256: Annotated[
+        str, typer.Option(help="The archive's sha256 (hex), as its build reported it.")
+    ],
+    output: Annotated[Path, typer.Option(help="Folder the archive is copied into.")],
+) -> None:
+    """Copy STORE/NAME/REVISION/NAME.mar into OUTPUT/NAME.mar, refusing any other sha256."""
+    from torchrollout.archive.store import ArchiveStore
+
+    try:
+        stored = ArchiveStore(store).download(
+            name, revision, output, sha256=sha256, progress=StderrProgress(_stderr)
+        )
+    except ArchiveError as exc:
+        _fail("fetch", exc)
+    summary = {
+        "archive": str(stored.path),
+        "store": stored.uri,
+        "sha256": stored.sha256,
+        "size_bytes": stored.size,
+    }
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _write_digest(path: Path, digest: str) -> None:
+    try:
+        # No newline: a termination message is read back verbatim.
+        path.write_text(digest)
+    except OSError as exc:
+        raise PublishError(f"--digest-file: cannot write {path}: {exc}") from exc
+
+
+def _fail(command: str, exc: ArchiveError) -> NoReturn:
+    # Plain write, not rich: the message must stay one greppable line in CI logs.
+    sys.stderr.write(f"archive {command} failed at {exc.step}: {exc.message}\n")
+    raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None

@@ -1,13 +1,17 @@
 """The archive builder's exceptions: one tree, each error naming the step that failed.
 
-    ArchiveError            base; `.step` is the failing step, shown by the CLI
-    ├── UsageError          step "config": bad arguments (unknown handler, unreadable config)
-    ├── FetchError          step "fetch": the source could not be downloaded or read
-    ├── DigestMismatch      step "verify": the bytes do not have the expected sha256
-    ├── UnsafeWeights       step "load": the weights need code to unpickle (weights_only refuses)
-    ├── LoadError           step "load": the weights do not load into the handler's model
-    ├── PackError           step "pack": torch-model-archiver failed
-    └── SmokeTestFailed     step "smoke-test": the archive loaded but the sample input failed
+    ArchiveError               base; `.step` is the failing step, shown by the CLI
+    ├── UsageError             step "config": bad arguments (unknown handler, unreadable config)
+    ├── FetchError             step "fetch": the source could not be downloaded or read
+    ├── DigestMismatch         step "verify": the bytes do not have the expected sha256
+    │   └── ArchiveDigestMismatch  step "digest": an archive in the store is other bytes
+    ├── UnsafeWeights          step "load": the weights need code to unpickle (weights_only)
+    ├── LoadError              step "load": the weights do not load into the handler's model
+    ├── PackError              step "pack": torch-model-archiver failed
+    ├── SmokeTestFailed        step "smoke-test": the archive loaded but the sample input failed
+    ├── PublishError           step "publish": a local result could not be written (--digest-file)
+    └── StoreError             step "store": the archive store cannot be reached, read or written
+        └── ArchiveMissing     step "store": no archive at the store path (its build is not done)
 
 Third-party errors (httpx, botocore, torch, model_archiver, ts) are translated into these
 where they are raised (`raise FetchError(...) from exc`), never further up.
@@ -60,3 +64,26 @@ class PackError(ArchiveError):
 
 class SmokeTestFailed(ArchiveError):
     step = "smoke-test"
+
+
+class PublishError(ArchiveError):
+    step = "publish"
+
+
+class ArchiveDigestMismatch(DigestMismatch):
+    """An archive read from the store does not have the digest its build recorded."""
+
+    step = "digest"
+
+    def __init__(self, *, expected: str, actual: str, source: str) -> None:
+        super().__init__(expected=expected, actual=actual, source=source)
+        self.message = f"{source} has sha256 {actual}, expected {expected}"
+        self.args = (self.message,)
+
+
+class StoreError(ArchiveError):
+    step = "store"
+
+
+class ArchiveMissing(StoreError):
+    """The archive is not (yet) in the store."""

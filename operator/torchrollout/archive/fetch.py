@@ -1,15 +1,21 @@
 """Fetch an archive source (weights, custom handler) into a local folder, hashing as it streams.
 
-Called by `build.py` for the weights and for a custom handler given as a URI. Sources:
+Called by `build.py` for the weights and for a custom handler given as a URI, by `store.py`
+(through `write_stream`) for archives, and by the operator's evaluation sender (through
+`open_source`) for datasets. Sources:
 
     https://… / http://…   httpx; TLS trust from `ca_bundle`, else SSL_CERT_FILE / SSL_CERT_DIR,
-                           else certifi
-    s3://bucket/key        boto3, which honours AWS_ENDPOINT_URL and the standard credentials
+                           else certifi. When $TORCHROLLOUT_HTTPS_TOKEN is set, `fetch` sends
+                           `Authorization: Bearer <token>` to https:// URIs (never over plain
+                           http://; httpx drops it on a redirect to another host). The operator
+                           fills the variable from a Secret.
+    s3://bucket/key        boto3, which honours AWS_ENDPOINT_URL and the standard credential
+                           chain (environment, web identity, profile, instance role)
     pvc://claim/path       a mounted volume: $TORCHROLLOUT_PVC_ROOT/claim/path (/mnt/pvc)
     file:///path, /path    a local file
 
 The sha256 is computed over the bytes as they are written, so a large file is read once.
-All failures become `FetchError`.
+All failures become `FetchError`, with a sentence saying what to fix where one is known.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import hashlib
 import os
 import ssl
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -30,6 +37,13 @@ from torchrollout.archive.errors import DigestMismatch, FetchError, UsageError
 CHUNK = 1 << 20
 PVC_ROOT_ENV = "TORCHROLLOUT_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/pvc"
+HTTPS_TOKEN_ENV = "TORCHROLLOUT_HTTPS_TOKEN"
+
+_HTTP_HINTS = {
+    401: "the server wants a bearer token (none was sent, or it was refused)",
+    403: "the bearer token has no access to it",
+    404: "not found",
+}
 
 
 class Progress(Protocol):
@@ -52,6 +66,14 @@ class Fetched:
     size: int
 
 
+@dataclass(frozen=True)
+class Stream:
+    """An open source: its bytes in chunks, and its size when the source says it."""
+
+    chunks: Iterator[bytes]
+    total: int | None
+
+
 def local_path(uri: str) -> Path | None:
     """The filesystem path a file:// / pvc:// / plain-path URI names, None for remote ones."""
     parsed = urlparse(uri)
@@ -65,14 +87,27 @@ def local_path(uri: str) -> Path | None:
     return None
 
 
+def https_token() -> str | None:
+    """The bearer token for https sources, from $TORCHROLLOUT_HTTPS_TOKEN (None if unset)."""
+    return os.environ.get(HTTPS_TOKEN_ENV, "").strip() or None
+
+
+def auth_headers(uri: str, token: str | None) -> dict[str, str]:
+    """`Authorization: Bearer` for an https URI when there is a token; nothing over http."""
+    if token and urlparse(uri).scheme == "https":
+        return {"Authorization": f"Bearer {token}"}
+    return {}
+
+
 def _file_name(uri: str) -> str:
     name = Path(unquote(urlparse(uri).path)).name
     return name or "source"
 
 
-def _write(
+def write_stream(
     uri: str, chunks: Iterable[bytes], dest: Path, total: int | None, progress: Progress | None
 ) -> Fetched:
+    """Write `chunks` to `dest`, hashing them on the way; `uri` only names them."""
     digest = hashlib.sha256()
     size = 0
     if progress is not None:
@@ -91,16 +126,187 @@ def _write(
     return Fetched(uri=uri, path=dest, sha256=digest.hexdigest(), size=size)
 
 
-def _read_local(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as src:
-        while chunk := src.read(CHUNK):
-            yield chunk
+def read_chunks(src: BinaryIO) -> Iterator[bytes]:
+    """An open file's bytes, CHUNK at a time."""
+    while chunk := src.read(CHUNK):
+        yield chunk
 
 
 def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     if ca_bundle is None:
         return True  # httpx then honours SSL_CERT_FILE / SSL_CERT_DIR, else certifi
     return ssl.create_default_context(cafile=str(ca_bundle))
+
+
+@contextmanager
+def open_source(
+    uri: str,
+    *,
+    client: httpx.Client | None = None,
+    ca_bundle: Path | None = None,
+    token: str | None = None,
+    timeout: float = 60.0,
+) -> Iterator[Stream]:
+    """Open `uri` for streaming; FetchError (also for errors while its chunks are read).
+
+    `client` (http sources) replaces a client built from `ca_bundle` and `timeout`; `token`
+    is sent as a bearer token to https URIs only.
+    """
+    parsed = urlparse(uri)
+    path = local_path(uri)
+    if path is not None:
+        opened = _open_local(uri, path)
+    elif parsed.scheme in ("http", "https"):
+        opened = _open_http(uri, client, _ssl_context(ca_bundle), token, timeout)
+    elif parsed.scheme == "s3":
+        opened = _open_s3(uri)
+    else:
+        raise FetchError(f"{uri}: unsupported scheme {parsed.scheme!r} (https, s3, pvc, file)")
+    with opened as stream:
+        yield stream
+
+
+@contextmanager
+def _open_local(uri: str, path: Path) -> Iterator[Stream]:
+    try:
+        if not path.is_file():
+            raise FetchError(f"{uri}: no such file ({path})")
+        with path.open("rb") as src:
+            yield Stream(read_chunks(src), path.stat().st_size)
+    except OSError as exc:
+        raise FetchError(f"{uri}: {exc}") from exc
+
+
+@contextmanager
+def _open_http(
+    uri: str,
+    client: httpx.Client | None,
+    verify: ssl.SSLContext | bool,
+    token: str | None,
+    timeout: float,
+) -> Iterator[Stream]:
+    try:
+        with ExitStack() as stack:
+            if client is None:
+                client = stack.enter_context(
+                    httpx.Client(verify=verify, timeout=timeout, follow_redirects=True)
+                )
+            response = stack.enter_context(
+                client.stream("GET", uri, headers=auth_headers(uri, token), follow_redirects=True)
+            )
+            if response.status_code != 200:
+                hint = _HTTP_HINTS.get(response.status_code)
+                raise FetchError(
+                    f"{uri}: HTTP {response.status_code}" + (f" ({hint})" if hint else "")
+                )
+            length = response.headers.get("content-length")
+            total = int(length) if length and length.isdigit() else None
+            yield Stream(response.iter_bytes(CHUNK), total)
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{uri}: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise FetchError(f"{uri}: {exc}") from exc
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of s3://bucket/key; the key may be empty (a bucket or prefix URI)."""
+    parsed = urlparse(uri)
+    return parsed.netloc, unquote(parsed.path).lstrip("/")
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client: AWS_ENDPOINT_URL, AWS_* settings and the default credential chain.
+
+    Each call makes its own session: boto3's default session is not safe to share between
+    threads (the evaluation sender's pool), and it would keep the first credentials it found.
+    """
+    import boto3.session
+
+    try:
+        return boto3.session.Session().client("s3")
+    except ValueError as exc:  # e.g. an AWS_ENDPOINT_URL that is not a URL
+        raise FetchError(f"cannot make an S3 client: {exc}: check AWS_ENDPOINT_URL") from exc
+
+
+def s3_errors() -> tuple[type[Exception], ...]:
+    """The botocore exceptions an S3 call raises (botocore is imported here, lazily)."""
+    import botocore.exceptions
+
+    return (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+_CREDENTIALS_REJECTED = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+}
+_ACCESS_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def s3_error_code(exc: Exception) -> str | None:
+    """The S3 error code of a botocore ClientError (NoSuchKey, AccessDenied, 404...), or None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return None if code is None else str(code)
+
+
+def s3_problem(exc: Exception, *, bucket: str, need: str) -> str:
+    """What went wrong talking to S3, and what to fix; `need` names the permission used."""
+    import botocore.exceptions as bx
+
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return (
+            "no usable AWS credentials: give the pod AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, a web identity (IRSA) or an instance role"
+        )
+    if isinstance(exc, bx.CredentialRetrievalError):
+        return f"AWS credentials could not be obtained ({exc}): check the pod's role or profile"
+    if isinstance(
+        exc,
+        bx.EndpointConnectionError
+        | bx.ConnectTimeoutError
+        | bx.ReadTimeoutError
+        | bx.ConnectionClosedError,
+    ):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the AWS S3 endpoint"
+        return f"cannot reach S3 at {endpoint} ({exc}): check AWS_ENDPOINT_URL and the network"
+    code = s3_error_code(exc)
+    if code is not None:
+        if code == "NoSuchBucket":
+            return f"bucket {bucket!r} does not exist (NoSuchBucket): create it or fix the URI"
+        if code in _CREDENTIALS_REJECTED:
+            return f"the AWS credentials were rejected ({code}): check the keys or role in use"
+        if code in _ACCESS_DENIED:
+            return f"access denied ({code}): grant these credentials {need} on bucket {bucket!r}"
+        if code in NOT_FOUND_CODES:
+            return f"no such object ({code})"
+        message = getattr(exc, "response", {}).get("Error", {}).get("Message") or exc
+        return f"{code}: {message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def _open_s3(uri: str) -> Iterator[Stream]:
+    bucket, key = split_s3_uri(uri)
+    if not bucket or not key:
+        raise FetchError(f"{uri}: expected s3://bucket/key")
+    client = s3_client()
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key)
+        body = obj["Body"]
+        try:
+            yield Stream(body.iter_chunks(CHUNK), obj.get("ContentLength"))
+        finally:
+            body.close()
+    except s3_errors() as exc:
+        raise FetchError(f"{uri}: {s3_problem(exc, bucket=bucket, need='s3:GetObject')}") from exc
+    except OSError as exc:
+        raise FetchError(f"{uri}: {exc}") from exc
 
 
 def fetch(
@@ -111,65 +317,27 @@ def fetch(
     ca_bundle: Path | None = None,
     timeout: float = 60.0,
 ) -> Fetched:
-    """Copy `uri` into `dest_dir` (keeping its file name) and hash it; FetchError on failure."""
+    """Copy `uri` into `dest_dir` (keeping its file name) and hash it; FetchError on failure.
+
+    https sources get the bearer token of $TORCHROLLOUT_HTTPS_TOKEN when it is set.
+    """
     dest = dest_dir / _file_name(uri)
-    parsed = urlparse(uri)
-    path = local_path(uri)
-    try:
-        if path is not None:
-            if not path.is_file():
-                raise FetchError(f"{uri}: no such file ({path})")
-            return _write(uri, _read_local(path), dest, path.stat().st_size, progress)
-        if parsed.scheme in ("http", "https"):
-            return _fetch_http(uri, dest, progress, _ssl_context(ca_bundle), timeout)
-        if parsed.scheme == "s3":
-            return _fetch_s3(uri, dest, progress)
-    except OSError as exc:
-        raise FetchError(f"{uri}: {exc}") from exc
-    raise FetchError(f"{uri}: unsupported scheme {parsed.scheme!r} (https, s3, pvc, file)")
+    with open_source(uri, ca_bundle=ca_bundle, token=https_token(), timeout=timeout) as stream:
+        return write_stream(uri, stream.chunks, dest, stream.total, progress)
 
 
-def _fetch_http(
-    uri: str, dest: Path, progress: Progress | None, verify: ssl.SSLContext | bool, timeout: float
-) -> Fetched:
-    try:
-        with (
-            httpx.Client(verify=verify, timeout=timeout, follow_redirects=True) as client,
-            client.stream("GET", uri) as response,
-        ):
-            if response.status_code != 200:
-                raise FetchError(f"{uri}: HTTP {response.status_code}")
-            length = response.headers.get("content-length")
-            total = int(length) if length and length.isdigit() else None
-            return _write(uri, response.iter_bytes(CHUNK), dest, total, progress)
-    except httpx.HTTPError as exc:
-        raise FetchError(f"{uri}: {type(exc).__name__}: {exc}") from exc
-
-
-def _fetch_s3(uri: str, dest: Path, progress: Progress | None) -> Fetched:
-    import boto3
-    import botocore.exceptions
-
-    parsed = urlparse(uri)
-    bucket, key = parsed.netloc, unquote(parsed.path).lstrip("/")
-    if not bucket or not key:
-        raise FetchError(f"{uri}: expected s3://bucket/key")
-    try:
-        client: Any = boto3.client("s3")
-        obj = client.get_object(Bucket=bucket, Key=key)
-        body = obj["Body"]
-        total = obj.get("ContentLength")
-        return _write(uri, body.iter_chunks(CHUNK), dest, total, progress)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise FetchError(f"{uri}: {exc}") from exc
+def check_sha256(expected: str, option: str = "--sha256") -> str:
+    """`expected` normalised to 64 lowercase hex digits; UsageError naming `option` if not."""
+    want = expected.strip().lower()
+    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        raise UsageError(f"{option}: expected 64 hex digits, got {expected!r}")
+    return want
 
 
 def verify(fetched: Fetched, expected: str | None) -> None:
     """Raise DigestMismatch unless `fetched` has the expected sha256 (no-op when None)."""
     if expected is None:
         return
-    want = expected.strip().lower()
-    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
-        raise UsageError(f"--sha256: expected 64 hex digits, got {expected!r}")
+    want = check_sha256(expected)
     if fetched.sha256 != want:
         raise DigestMismatch(expected=want, actual=fetched.sha256, source=fetched.uri)
