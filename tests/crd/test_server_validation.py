@@ -43,6 +43,7 @@ SERVER_WORDED: dict[str, str] = {
     "unknown handler": "should match",
     "version not a label value": "should match",
     "missing version": "Required value",
+    "archive store scheme": "should match",
 }
 
 EXAMPLES = sorted((ROOT / "examples" / "deployments").glob("*.yaml"))

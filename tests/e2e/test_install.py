@@ -97,6 +97,8 @@ def test_the_plain_manifests_are_accepted_by_the_api_server(
         ("delete", "services", "models", True),
         ("create", "httproutes.gateway.networking.k8s.io", "models", True),
         ("create", "events", "models", True),
+        ("create", "jobs.batch", "models", True),  # archive builds
+        ("list", "pods", "models", True),  # their termination messages
         # what it must never do
         ("create", "modeldeployments.torchrollout.io", "models", False),  # spec is the user's
         ("delete", "modeldeployments.torchrollout.io", "models", False),

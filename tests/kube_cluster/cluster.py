@@ -470,6 +470,8 @@ class ControlPlane:
     def _kwok_argv(self) -> list[str]:
         # Nodes and pods turn Ready at once; nodes renew their Lease, as kubelets do, so the
         # node lifecycle controller never marks them unreachable (and their pods unready).
+        # Job pods complete at once too, except archive builds: a test runs their command
+        # and reports its end itself (tests/e2e/kubelet.py).
         stages = self.tools.kwok_stages
         chosen = [
             stages / "node" / "fast" / "node-initialize.yaml",
@@ -477,7 +479,7 @@ class ControlPlane:
             *sorted((stages / "pod" / "fast").glob("*.yaml")),
         ]
         config = self.workdir / "kwok-stages.yaml"
-        config.write_text("\n---\n".join(p.read_text() for p in chosen))
+        config.write_text("\n---\n".join(_stage(p) for p in chosen))
         return [
             str(self.binary("kwok")),
             f"--kubeconfig={self.kubeconfig}",
@@ -516,3 +518,21 @@ class ControlPlane:
             "-",
             input=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": nodes}),
         )
+
+
+# Pods kwok leaves Running, for a test to finish as a kubelet would.
+TEST_COMPLETED_LABEL = "torchrollout.io/component"
+
+
+def _stage(path: Path) -> str:
+    """A kwok stage as shipped; pod-complete skips pods labelled TEST_COMPLETED_LABEL."""
+    text = path.read_text()
+    if path.name != "pod-complete.yaml":
+        return text
+    anchor = "    matchExpressions:\n"
+    assert anchor in text, f"kwok's {path} changed shape: no selector.matchExpressions"
+    skip = (
+        f"    - key: '.metadata.labels[\"{TEST_COMPLETED_LABEL}\"]'\n"
+        "      operator: 'DoesNotExist'\n"
+    )
+    return text.replace(anchor, anchor + skip, 1)

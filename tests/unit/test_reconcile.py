@@ -285,3 +285,35 @@ def canary_world_with(
     world.reconciler.evaluation = sender
     world.set_spec(canary={"evaluation": evaluation})
     return world, stable, canary
+
+
+def test_unreachable_evaluation_data_is_an_error_of_its_own_not_a_model_failure(
+    tmp_path: Path,
+) -> None:
+    sender = EvaluationSender(
+        httpx.Client(transport=httpx.MockTransport(lambda _r: httpx.Response(200, json={}))),
+        service_url="http://{service}.{namespace}",
+    )
+    missing = tmp_path / "gone" / "eval.jsonl"
+    world, _, canary = canary_world_with(sender, {"datasetUri": f"file://{missing}"})
+    world.metrics(canary, 0.10)  # what the accuracy query reads: nothing labeled sent
+    world.reconcile(1)
+    md = parse_model_deployment(world.body())
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    while sender.problem(md) is None and datetime.now(UTC) < deadline:
+        sender.submit(md).result()
+    world.reconcile(30)
+    world.reconcile(30)
+    sender.close()
+    status = world.status()
+    assert status["phase"] == "Progressing"
+    assert status["analysis"]["failed"] == 0
+    assert status["analysis"]["consecutiveErrors"] == 2
+    accuracy = next(c for c in status["analysis"]["checks"] if c["name"] == "accuracy")
+    assert accuracy["verdict"] == "Error"
+    assert "evaluation data unavailable" in accuracy["message"]
+    ready = next(c for c in status["conditions"] if c["type"] == "EvaluationReady")
+    assert (ready["status"], ready["reason"]) == ("False", "DatasetUnreachable")
+    assert str(missing) in ready["message"]
+    warnings = [e for e in world.events if e.reason == "EvaluationFailed"]
+    assert len(warnings) == 1  # said once, not every tick

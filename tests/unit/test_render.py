@@ -11,6 +11,7 @@ import pytest
 from tests.unit.builders import GOOD, resource, status_after, tick
 from torchrollout.render import canary_replicas_for, plan, replica_weight, route_weight
 from torchrollout.spec import compute_revision, load_model_deployment
+from torchrollout.spec.status import ArchiveRecord
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "deployments").glob("*.yaml"))
 K8S_VERSION = "1.37.0"
@@ -152,3 +153,129 @@ def test_a_gateway_rollback_moves_the_weight_before_the_canary_shrinks() -> None
     )
     (deployment,) = by_kind(plan(replicas_router, stable_replicas=4).objects)["Deployment"]
     assert deployment["spec"]["replicas"] == 0  # with replicas, shrinking is the weight going to 0
+
+
+POD_SETTINGS = {
+    "env": [
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"},
+        {"name": "AWS_REGION", "valueFrom": {"configMapKeyRef": {"name": "s3", "key": "region"}}},
+    ],
+    "envFrom": [{"secretRef": {"name": "s3-credentials"}}],
+    "serviceAccountName": "model-reader",
+    "imagePullSecrets": [{"name": "registry"}],
+    "nodeSelector": {"pool": "inference"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}
+                ]
+            }
+        }
+    },
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}
+    ],
+    "priorityClassName": "inference",
+    "podLabels": {"team": "risk"},
+    "podAnnotations": {"cost-center": "42"},
+    "gpus": 2,
+}
+
+
+def _pod_of(obj: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = obj["spec"]["template"]
+    return pod
+
+
+@pytest.mark.parametrize("with_store", [False, True], ids=["pods-build", "build-job"])
+def test_pod_settings_reach_every_pod_as_written(with_store: bool) -> None:
+    spec: dict[str, Any] = {
+        "runtime": POD_SETTINGS,
+        "model": {
+            "source": {
+                "uri": "https://models.example.com/fraud.pt",
+                "tokenSecretRef": {"name": "model-token", "key": "token"},
+            }
+        },
+    }
+    if with_store:
+        spec["archive"] = {"store": "pvc://archives/models"}
+    md = resource(spec=spec, metadata={"uid": "0000-1111"}, status=None)
+    planned = plan(md, stable_replicas=2, store=md.spec.archive.store)
+    kinds = by_kind(planned.objects)
+    workload = kinds["Job"][0] if with_store else kinds["Deployment"][0]
+    assert ("Deployment" in kinds) is not with_store  # pods wait for the archive
+    kubernetes_validate.validate(workload, K8S_VERSION, strict=True)
+    template = _pod_of(workload)
+    pod = template["spec"]
+    assert template["metadata"]["labels"]["team"] == "risk"
+    assert template["metadata"]["annotations"] == {"cost-center": "42"}
+    assert pod["serviceAccountName"] == "model-reader"
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["nodeSelector"] == {"pool": "inference"}
+    assert pod["tolerations"] == POD_SETTINGS["tolerations"]
+    assert pod["affinity"] == POD_SETTINGS["affinity"]
+    assert pod["priorityClassName"] == "inference"
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == {
+        "torchrollout.io/deployment": "fraud",
+        "torchrollout.io/revision": compute_revision(md.spec),
+    }
+    builder = pod["containers"][0] if with_store else pod["initContainers"][0]
+    env = {e["name"]: e for e in builder["env"]}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage:9000"
+    assert env["TORCHROLLOUT_HTTPS_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "model-token", "key": "token"}
+    }
+    assert builder["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert "nvidia.com/gpu" not in builder["resources"]["limits"]  # building needs no GPU
+    if with_store:
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]: v
+            for v in pod["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        assert claims["archives"]["persistentVolumeClaim"]["readOnly"] is False
+        assert builder["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert "torchrollout.io/deployment" not in template["metadata"]["labels"]  # no traffic
+    else:
+        serving = pod["containers"][0]
+        assert serving["resources"]["limits"]["nvidia.com/gpu"] == "2"
+        assert "TORCHROLLOUT_HTTPS_TOKEN" not in {e["name"] for e in serving["env"]}
+        properties = kinds["ConfigMap"][0]["data"]["config.properties"]
+        assert "number_of_gpu=2" in properties
+
+
+def test_pods_of_a_built_revision_fetch_and_verify_the_stored_archive() -> None:
+    md = resource(
+        spec={"archive": {"store": "pvc://archives/models"}}, metadata={"uid": "u"}, status=None
+    )
+    revision = compute_revision(md.spec)
+    record = ArchiveRecord(revision=revision, sha256="cd" * 32, store="pvc://archives/models")
+    md = md.model_copy(update={"status": md.status.with_archive(record)})
+    kinds = by_kind(plan(md, stable_replicas=1, store="pvc://archives/models").objects)
+    assert "Job" not in kinds
+    (deployment,) = kinds["Deployment"]
+    kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["initContainers"][0]["args"]
+    assert args == [
+        "archive",
+        "fetch",
+        "--store",
+        "pvc://archives/models",
+        "--name",
+        md.model_name,
+        "--revision",
+        revision,
+        "--sha256",
+        "cd" * 32,
+        "--output",
+        "/models",
+    ]
+    (claim,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claim["persistentVolumeClaim"] == {"claimName": "archives", "readOnly": True}

@@ -131,6 +131,49 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "unique",
     ),
     (
+        "head on a latency check",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {"metrics": [{"template": "latency-p99", "head": "direction"}]}
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0]",
+        "head is for the templates accuracy and mean-absolute-error",
+    ),
+    (
+        "head on a query check",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [{"name": "q", "query": "up", "min": 0, "head": "direction"}]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0]",
+        "head is for the templates accuracy and mean-absolute-error",
+    ),
+    (
+        "head check named like another check",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [
+                            {"template": "accuracy", "head": "direction"},
+                            {"name": "accuracy-direction", "template": "accuracy"},
+                        ]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics",
+        "unique",
+    ),
+    (
         "failureLimit 0",
         {"spec": {"canary": {"analysis": {"failureLimit": 0}}}},
         "spec.canary.analysis.failureLimit",
@@ -192,6 +235,81 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "exceeds maxReplicas",
     ),
     ("name not a DNS label", {"metadata": {"name": "Fraud_LSTM"}}, "metadata.name", "DNS label"),
+    (
+        "pod label the operator sets",
+        {"spec": {"runtime": {"podLabels": {"torchrollout.io/revision": "x"}}}},
+        "spec.runtime.podLabels",
+        "set by the operator",
+    ),
+    (
+        "envFrom with two sources",
+        {
+            "spec": {
+                "runtime": {
+                    "envFrom": [{"configMapRef": {"name": "a"}, "secretRef": {"name": "b"}}]
+                }
+            }
+        },
+        "spec.runtime.envFrom[0]",
+        "exactly one of configMapRef or secretRef",
+    ),
+    (
+        "toleration without key",
+        {"spec": {"runtime": {"tolerations": [{"effect": "NoSchedule"}]}}},
+        "spec.runtime.tolerations[0]",
+        "needs operator: Exists",
+    ),
+    (
+        "env value and valueFrom",
+        {
+            "spec": {
+                "runtime": {
+                    "env": [
+                        {
+                            "name": "A",
+                            "value": "x",
+                            "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                        }
+                    ]
+                }
+            }
+        },
+        "spec.runtime.env[0]",
+        "not both",
+    ),
+    (
+        "negative gpus",
+        {"spec": {"runtime": {"gpus": -1}}},
+        "spec.runtime.gpus",
+        "greater than or equal to 0",
+    ),
+    (
+        "token for an s3 source",
+        {
+            "spec": {
+                "model": {
+                    "source": {
+                        "uri": "s3://models/m.pt",
+                        "tokenSecretRef": {"name": "s", "key": "k"},
+                    }
+                }
+            }
+        },
+        "spec.model.source",
+        "for https:// sources",
+    ),
+    (
+        "evaluation data on a claim",
+        {"spec": {"canary": {"evaluation": {"datasetUri": "pvc://data/eval.jsonl"}}}},
+        "spec.canary.evaluation",
+        "cannot mount a claim",
+    ),
+    (
+        "archive store scheme",
+        {"spec": {"archive": {"store": "https://example.com/archives"}}},
+        "spec.archive.store",
+        "s3://bucket/prefix or pvc://claim/path",
+    ),
 ]
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Annotated
 
 import typer
+
+from torchrollout.spec.resource import STORE_URI_PATTERN
 
 
 def operator(
@@ -33,6 +36,13 @@ def operator(
     kubeconfig: Annotated[
         str | None, typer.Option(help="Outside a cluster: the kubeconfig.")
     ] = None,
+    archive_store: Annotated[
+        str | None,
+        typer.Option(
+            help="Default archive store (s3://bucket/prefix or pvc://claim/path) for "
+            "resources without spec.archive.store."
+        ),
+    ] = None,
     timer_seconds: Annotated[
         float, typer.Option(help="How often each resource is looked at between events.")
     ] = 2.0,
@@ -47,6 +57,13 @@ def operator(
     os.environ["TORCHROLLOUT_PROMETHEUS_URL"] = prometheus_url
     os.environ["TORCHROLLOUT_METRICS_PORT"] = str(metrics_port)
     os.environ["TORCHROLLOUT_TIMER_SECONDS"] = str(timer_seconds)
+    if archive_store:
+        if not re.fullmatch(STORE_URI_PATTERN, archive_store):
+            raise typer.BadParameter(
+                f"{archive_store!r}: use s3://bucket/prefix or pvc://claim/path",
+                param_hint="--archive-store",
+            )
+        os.environ["TORCHROLLOUT_ARCHIVE_STORE"] = archive_store
 
     import kopf
 

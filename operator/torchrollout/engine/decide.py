@@ -217,12 +217,20 @@ class _Run:
             return
         deadline = self.spec.canary.progress_deadline_seconds
         elapsed = self.elapsed(self.status.progress_started_at)
-        if elapsed > deadline:
+        broken = self.observation.broken
+        if broken is not None:
+            self.update(
+                phase=Phase.FAILED,
+                message=f"version {self.version} cannot start: {broken}; fix the model or "
+                "runtime and change the spec, or annotate torchrollout.io/retry",
+            )
+            self.event("Warning", "DeployFailed", self.status.message)
+        elif elapsed > deadline:
             self.update(
                 phase=Phase.FAILED,
                 message=f"version {self.version} was not ready within {deadline}s "
-                "(progressDeadlineSeconds); fix the model or runtime and change the spec, "
-                "or annotate torchrollout.io/retry",
+                f"(progressDeadlineSeconds){self.waiting_on()}; fix the model or runtime "
+                "and change the spec, or annotate torchrollout.io/retry",
             )
             self.event("Warning", "ProgressDeadlineExceeded", self.status.message)
         else:
@@ -385,10 +393,19 @@ class _Run:
             return
         deadline = self.spec.canary.progress_deadline_seconds
         elapsed = self.elapsed(self.status.progress_started_at)
-        if elapsed > deadline:
-            self.rollback(f"canary was not ready within {deadline}s (progressDeadlineSeconds)")
+        if self.observation.broken is not None:
+            self.rollback(f"canary cannot start: {self.observation.broken}")
+        elif elapsed > deadline:
+            self.rollback(
+                f"canary was not ready within {deadline}s (progressDeadlineSeconds)"
+                + self.waiting_on()
+            )
         else:
             self.requeue(min(5.0, deadline - elapsed))
+
+    def waiting_on(self) -> str:
+        waiting = self.observation.waiting_on
+        return f": {waiting}" if waiting else ""
 
     def enter_step(self, index: int, why: str) -> None:
         weight = self.spec.canary.steps[index]
@@ -553,10 +570,11 @@ class _Run:
     def history_entry(self, *, promoted: bool, reason: str) -> HistoryEntry:
         status = self.status
         canary = status.canary_revision is not None and status.phase is not Phase.BUILDING
+        revision = (status.canary_revision if canary else status.stable_revision) or self.revision
         return HistoryEntry(
             version=(status.canary_version if canary else status.stable_version) or self.version,
-            revision=(status.canary_revision if canary else status.stable_revision)
-            or self.revision,
+            revision=revision,
+            archive_digest=status.archive_digest(revision),
             promoted_at=self.now if promoted else None,
             rolled_back_at=None if promoted else self.now,
             reason=reason,

@@ -68,6 +68,12 @@ class Observation:
     canary_ready_replicas: int | None = None
     stable_ready: bool = True
     stable_replicas: int = 1
+    broken: str | None = None
+    """Why the spec's revision can never become ready (its archive build failed): the engine
+    rolls back (or fails a first deploy) at once instead of waiting for the deadline."""
+    waiting_on: str | None = None
+    """What the spec's revision's pods wait for (e.g. the scheduler's message), told when the
+    progress deadline passes."""
 
 
 @dataclass(frozen=True)

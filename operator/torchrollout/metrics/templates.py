@@ -7,7 +7,9 @@ come out in the check's unit: latency in milliseconds, accuracy and error rate a
 fractions, mean absolute error in the label's unit.
 
 The metric names are the handlers' (see model-handlers/README.md) and TorchServe's own
-`Requests2XX/4XX/5XX`, which a TorchServe serving one model counts per revision.
+`Requests2XX/4XX/5XX`, which a TorchServe serving one model counts per revision. A check
+that names a head of a multi-output model reads the per-head counters instead, selected by
+the `Head` label (the handlers' metric dimension, which TorchServe exposes under that name).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ LABELED = "torchrollout_labeled"
 CORRECT = "torchrollout_correct"
 ABS_ERROR_SUM = "torchrollout_abs_error_sum"
 RESPONSES = ("Requests2XX", "Requests4XX", "Requests5XX")
+HEAD_LABEL = "Head"
+HEAD_LABELED = "torchrollout_head_labeled"
+HEAD_CORRECT = "torchrollout_head_correct"
+HEAD_ABS_ERROR_SUM = "torchrollout_head_abs_error_sum"
 
 
 @dataclass(frozen=True)
@@ -76,17 +82,19 @@ def queries_for(check: ResolvedCheck, target: Target) -> Queries:
     selector = f'{{namespace="{target.namespace}",revision="{target.revision}"}}'
     window = target.interval
     requests = _increase(f"{LATENCY}_count", selector, window)
+    if check.head is not None:
+        # The spec allows a head only with these templates; the name is an identifier.
+        selector = f'{selector[:-1]},{HEAD_LABEL}="{check.head}"}}'
+    per_head = check.head is not None
     match check.template:
         case Template.ACCURACY:
-            labeled = _increase(LABELED, selector, window)
-            return Queries(
-                value=f"{_increase(CORRECT, selector, window)} / {labeled}", samples=labeled
-            )
+            labeled = _increase(HEAD_LABELED if per_head else LABELED, selector, window)
+            correct = _increase(HEAD_CORRECT if per_head else CORRECT, selector, window)
+            return Queries(value=f"{correct} / {labeled}", samples=labeled)
         case Template.MEAN_ABSOLUTE_ERROR:
-            labeled = _increase(LABELED, selector, window)
-            return Queries(
-                value=f"{_increase(ABS_ERROR_SUM, selector, window)} / {labeled}", samples=labeled
-            )
+            labeled = _increase(HEAD_LABELED if per_head else LABELED, selector, window)
+            errors = _increase(HEAD_ABS_ERROR_SUM if per_head else ABS_ERROR_SUM, selector, window)
+            return Queries(value=f"{errors} / {labeled}", samples=labeled)
         case Template.LATENCY_P99:
             buckets = f"sum by (le) (rate({LATENCY}_bucket{selector}[{window}]))"
             return Queries(value=f"histogram_quantile(0.99, {buckets}) * 1000", samples=requests)

@@ -140,6 +140,33 @@ class FakeCluster:
             "observedGeneration": deployment["metadata"].get("generation", 1),
         }
 
+    def finish_job(self, name: str, namespace: str, *, message: str, succeeded: bool) -> None:
+        """Play a Job's pod to its end: its termination message, then the Job's condition."""
+        job = self.objects[("Job", namespace, name)]
+        pod: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{name}-x1",
+                "namespace": namespace,
+                "labels": dict(job["spec"]["template"]["metadata"]["labels"]),
+            },
+            "status": {
+                "phase": "Succeeded" if succeeded else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "build",
+                        "state": {
+                            "terminated": {"exitCode": 0 if succeeded else 1, "message": message}
+                        },
+                    }
+                ],
+            },
+        }
+        self.objects[("Pod", namespace, pod["metadata"]["name"])] = pod
+        kind = "Complete" if succeeded else "Failed"
+        job["status"] = {"conditions": [{"type": kind, "status": "True", "reason": kind}]}
+
 
 def _merge(target: Any, patch: Any) -> Any:
     """RFC 7386 merge patch."""

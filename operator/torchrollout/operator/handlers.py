@@ -10,7 +10,9 @@ else lives in the resource's status, so a restarted operator carries on from the
 Settings, from the environment (`torchrollout operator` sets them from its options):
 TORCHROLLOUT_PROMETHEUS_URL (default http://prometheus-operated.monitoring:9090),
 TORCHROLLOUT_METRICS_PORT (default 8000, 0 to disable), TORCHROLLOUT_TIMER_SECONDS
-(default 2), KUBECONFIG (outside a cluster).
+(default 2), TORCHROLLOUT_ARCHIVE_STORE (the archive store of resources that name none),
+TORCHROLLOUT_EVALUATION_TOKEN (bearer token for https evaluation datasets),
+KUBECONFIG (outside a cluster).
 """
 
 from __future__ import annotations
@@ -105,13 +107,17 @@ def configure(
     if port:
         start_http_server(port, registry=metrics.registry)
     cluster = KubernetesCluster(_api_client())
-    evaluation = EvaluationSender(on_error=lambda message: logger.warning("%s", message))
+    evaluation = EvaluationSender(
+        on_error=lambda message: logger.warning("%s", message),
+        token_for=lambda _md: os.environ.get("TORCHROLLOUT_EVALUATION_TOKEN") or None,
+    )
     reconciler = Reconciler(
         cluster,
         PrometheusProvider(prometheus),
         post_event=_post_event,
         metrics=metrics,
         evaluation=evaluation,
+        archive_store=os.environ.get("TORCHROLLOUT_ARCHIVE_STORE") or None,
     )
     memo["runtime"] = Runtime(reconciler)
     logger.info("torchrollout: Prometheus at %s, metrics on :%s", prometheus, port or "(off)")

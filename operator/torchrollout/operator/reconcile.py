@@ -17,14 +17,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from torchrollout.engine import Decision, Event, Observation, decide, tick_due
+from torchrollout.engine import (
+    CheckMeasurements,
+    Decision,
+    Event,
+    Measurement,
+    Observation,
+    decide,
+    tick_due,
+)
 from torchrollout.errors import SpecError
 from torchrollout.metrics import MetricProvider, measure_tick, rollout_targets
-from torchrollout.operator.cluster import ClusterApi, KindNotInstalled, apply
+from torchrollout.operator.archives import BuildState, read_build, unschedulable
+from torchrollout.operator.cluster import ClusterApi, ClusterError, KindNotInstalled, apply
 from torchrollout.operator.evaluation import EvaluationSender
 from torchrollout.operator.routers import Workload, router_for
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
+from torchrollout.spec.checks import Template
 from torchrollout.spec.document import (
     API_VERSION,
     KIND,
@@ -35,6 +45,8 @@ from torchrollout.spec.document import (
 from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase, without_nulls
 
 EventSink = Callable[[dict[str, Any], Event], None]
+# Checks that count labeled evaluation traffic.
+LABELED_TEMPLATES = frozenset({Template.ACCURACY, Template.MEAN_ABSOLUTE_ERROR})
 IDLE_RESYNC = 60.0
 
 
@@ -63,6 +75,7 @@ class Reconciler:
         clock: Callable[[], datetime] = utc_now,
         metrics: OperatorMetrics | None = None,
         evaluation: EvaluationSender | None = None,
+        archive_store: str | None = None,
         settle_limit: int = 4,
     ) -> None:
         self.cluster = cluster
@@ -71,6 +84,7 @@ class Reconciler:
         self.clock = clock
         self.metrics = metrics or OperatorMetrics()
         self.evaluation = evaluation
+        self.archive_store = archive_store
         self.settle_limit = settle_limit
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -86,9 +100,20 @@ class Reconciler:
         extra_conditions: list[Condition] = []
         measured = False
         decision: Decision | None = None
+        build = self._build(md)
+        if build is not None and build.record is not None:
+            md = md.model_copy(update={"status": md.status.with_archive(build.record)})
+            events.append(
+                Event(
+                    "Normal",
+                    "ArchiveBuilt",
+                    f"archive of revision {build.record.revision} is in {build.record.store} "
+                    f"(sha256 {build.record.sha256})",
+                )
+            )
         for _ in range(self.settle_limit):
             workloads = self._workloads(md)
-            observation = self._observe(md, workloads)
+            observation = self._observe(md, workloads, build)
             measurements = None
             if not measured and self._analysis_due(md, now):
                 started = time.perf_counter()
@@ -108,7 +133,15 @@ class Reconciler:
             if decision.requeue_after != 0 or not decision.transitions:
                 break
         assert decision is not None
-        extra_conditions.append(_archive_condition(md, workloads))
+        extra_conditions.append(_archive_condition(md, workloads, build))
+        evaluation = self._evaluation_condition(md)
+        if evaluation is not None:
+            extra_conditions.append(evaluation)
+            before = next((c for c in md.status.conditions if c.type == "EvaluationReady"), None)
+            if evaluation.status == "False" and (
+                before is None or (before.status, before.reason) != ("False", evaluation.reason)
+            ):
+                events.append(Event("Warning", "EvaluationFailed", evaluation.message))
         stepped = any(e.reason == "StepAdvanced" for e in events)
         if (
             (measured or stepped)
@@ -158,17 +191,40 @@ class Reconciler:
             )
         return workloads
 
-    def _observe(self, md: ModelDeployment, workloads: dict[str, Workload]) -> Observation:
+    def _store(self, md: ModelDeployment) -> str | None:
+        return md.spec.archive.store or self.archive_store
+
+    def _build(self, md: ModelDeployment) -> BuildState | None:
+        """The spec's revision's build Job, when it uses a store and its archive is not known."""
+        store = self._store(md)
+        revision = compute_revision(md.spec)
+        if store is None or md.status.archive_for(revision) is not None:
+            return None
+        state = read_build(self.cluster, md, revision, store)
+        if state.record is not None or state.stale:
+            # Its result is read (or lost with its pod): a stale Job is made again.
+            self.cluster.delete("batch/v1", "Job", md.metadata.namespace, state.job)
+        return state
+
+    def _observe(
+        self, md: ModelDeployment, workloads: dict[str, Workload], build: BuildState | None
+    ) -> Observation:
         spec_revision = compute_revision(md.spec)
         stable = workloads.get(md.status.stable_revision or spec_revision)
         canary = (
             workloads.get(spec_revision) if spec_revision != md.status.stable_revision else None
         )
+        starting = workloads.get(spec_revision)
+        waiting = None
+        if starting is not None and not starting.available:
+            waiting = unschedulable(self.cluster, md, spec_revision)
         return Observation(
             canary_ready=canary is not None and canary.available,
             canary_ready_replicas=canary.ready if canary is not None else None,
             stable_ready=stable is not None and stable.available,
             stable_replicas=self._stable_replicas(md, stable),
+            broken=build.failure if build is not None else None,
+            waiting_on=waiting,
         )
 
     def _stable_replicas(self, md: ModelDeployment, stable: Workload | None) -> int:
@@ -192,7 +248,28 @@ class Reconciler:
     def _measure(self, md: ModelDeployment) -> dict[str, Any]:
         canary, stable = rollout_targets(md)
         checks = md.spec.canary.analysis.resolved_checks()
-        return measure_tick(self.provider, checks, canary=canary, stable=stable)
+        measured = measure_tick(self.provider, checks, canary=canary, stable=stable)
+        problem = self.evaluation.problem(md) if self.evaluation is not None else None
+        if problem is None:
+            return measured
+        # Without labeled traffic, label-based checks measure nothing about the model: an
+        # Error (onError applies), never a Failed or Inconclusive tick.
+        failed = Measurement.error(f"evaluation data unavailable: {problem.message}")
+        labeled = {c.name for c in checks if c.template in LABELED_TEMPLATES}
+        return {
+            name: CheckMeasurements(canary=failed, stable=failed) if name in labeled else m
+            for name, m in measured.items()
+        }
+
+    def _evaluation_condition(self, md: ModelDeployment) -> Condition | None:
+        if self.evaluation is None or md.spec.canary.evaluation is None:
+            return None
+        problem = self.evaluation.problem(md)
+        if problem is None:
+            return Condition(type="EvaluationReady", status="True", reason="Sent")
+        return Condition(
+            type="EvaluationReady", status="False", reason=problem.reason, message=problem.message
+        )
 
     # -- apply -----------------------------------------------------------------------
 
@@ -202,12 +279,17 @@ class Reconciler:
         workloads: dict[str, Workload],
         stable_replicas: int,
     ) -> list[Condition]:
-        planned = plan(md, stable_replicas=stable_replicas)
+        planned = plan(md, stable_replicas=stable_replicas, store=self._store(md))
         conditions = []
         for obj in planned.objects:
             try:
                 apply(self.cluster, obj)
-            except KindNotInstalled:
+            except ClusterError as exc:
+                if exc.status == 422 and obj["kind"] in {"Deployment", "Job"}:
+                    conditions.append(_refused_pods(obj, exc))
+                    continue
+                if not isinstance(exc, KindNotInstalled):
+                    raise
                 if obj["kind"] != "HTTPRoute":
                     raise
                 conditions.append(
@@ -291,10 +373,44 @@ class Reconciler:
         return Outcome(requeue_after=None, status_written=True, events=[event])
 
 
-def _archive_condition(md: ModelDeployment, workloads: dict[str, Workload]) -> Condition:
-    """ArchiveReady: the spec's revision has a pod past its init container (the archive build)."""
+def _refused_pods(obj: dict[str, Any], exc: ClusterError) -> Condition:
+    """PodSettingsValid=False: the API server refused the pods `spec.runtime` describes."""
+    message = str(exc).replace("spec.template.spec.", "spec.runtime.")
+    return Condition(
+        type="PodSettingsValid",
+        status="False",
+        reason="Refused",
+        message=f"the API server refused {obj['kind']} {obj['metadata']['name']}: {message}; "
+        "fix the field of spec.runtime it names",
+    )
+
+
+def _archive_condition(
+    md: ModelDeployment, workloads: dict[str, Workload], build: BuildState | None
+) -> Condition:
+    """ArchiveReady: the revision's archive is in the store, or a pod got past building it."""
     status = md.status
-    workload = workloads.get(compute_revision(md.spec))
+    revision = compute_revision(md.spec)
+    record = status.archive_for(revision)
+    if record is not None and md.spec.archive.store in {None, record.store}:
+        return Condition(
+            type="ArchiveReady",
+            status="True",
+            reason="Stored",
+            message=f"{record.store} holds the archive (sha256 {record.sha256})",
+        )
+    if build is not None and build.failure is not None:
+        return Condition(
+            type="ArchiveReady", status="False", reason="BuildFailed", message=build.failure
+        )
+    if build is not None:
+        return Condition(
+            type="ArchiveReady",
+            status="Unknown",
+            reason="Building",
+            message=f"build Job {build.job} is running",
+        )
+    workload = workloads.get(revision)
     if workload is not None and workload.ready > 0:
         return Condition(type="ArchiveReady", status="True", reason="Built")
     gave_up = status.phase is Phase.FAILED or "not ready within" in (status.rollback_reason or "")

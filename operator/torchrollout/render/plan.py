@@ -4,6 +4,9 @@
 revision can be rendered (older revisions were rendered from older specs), so the plan
 also says which other revisions' Deployments to scale and which to keep: the stable, the
 canary, and the previously promoted ones inside the rollback window, kept at zero.
+
+With an archive store, the spec's revision gets its build Job until its archive is in the
+store (`status.archives`), and its Deployment only after: its pods fetch that archive.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from torchrollout.render.traffic import (
     render_pdb,
     render_services,
 )
-from torchrollout.render.workload import render_config_map, render_deployment
+from torchrollout.render.workload import (
+    render_archive_job,
+    render_config_map,
+    render_deployment,
+)
 from torchrollout.spec.document import ModelDeployment, compute_revision
-from torchrollout.spec.status import Phase
+from torchrollout.spec.status import CANARY_PHASES, Phase
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class Plan:
     stable: str
     canary: str | None
     weight: int
+    building: bool = False
+    """The spec's revision waits for its archive build Job."""
 
 
 def canary_replicas(md: ModelDeployment, *, stable_replicas: int) -> int:
@@ -55,7 +64,16 @@ def canary_replicas(md: ModelDeployment, *, stable_replicas: int) -> int:
     return canary_replicas_for(stable_replicas, weight)
 
 
-def plan(md: ModelDeployment, *, stable_replicas: int) -> Plan:
+def _needs_pods(md: ModelDeployment, revision: str) -> bool:
+    """The revision is being deployed or rolled out (not given up on)."""
+    status = md.status
+    if status.phase in {Phase.PENDING, Phase.BUILDING}:
+        return True
+    return status.canary_revision == revision and status.phase in CANARY_PHASES
+
+
+def plan(md: ModelDeployment, *, stable_replicas: int, store: str | None = None) -> Plan:
+    """What to apply for `md`; `store` is the archive store in effect (spec or operator's)."""
     spec_revision = compute_revision(md.spec)
     status = md.status
     stable = status.stable_revision or spec_revision
@@ -74,11 +92,15 @@ def plan(md: ModelDeployment, *, stable_replicas: int) -> Plan:
         objects.append(render_http_route(md, weight=weight))
     objects.append(render_pdb(md))
     rendered = spec_revision in replicas or spec_revision == status.canary_revision
+    archive = status.archive_for(spec_revision) if store is not None else None
+    building = store is not None and archive is None
     if rendered:
-        objects += [
-            render_config_map(md),
-            render_deployment(md, replicas=replicas.get(spec_revision, 0)),
-        ]
+        objects.append(render_config_map(md))
+        if not building:
+            count = replicas.get(spec_revision, 0)
+            objects.append(render_deployment(md, replicas=count, archive=archive))
+        elif store is not None and _needs_pods(md, spec_revision):
+            objects.append(render_archive_job(md, store=store))
     hpa = render_hpa(md, stable=stable)
     if hpa is not None:
         objects.append(hpa)
@@ -89,5 +111,11 @@ def plan(md: ModelDeployment, *, stable_replicas: int) -> Plan:
         if revision != spec_revision
     }
     return Plan(
-        objects=objects, scale=scale, keep=keep, stable=stable, canary=canary, weight=weight
+        objects=objects,
+        scale=scale,
+        keep=keep,
+        stable=stable,
+        canary=canary,
+        weight=weight,
+        building=building and rendered,
     )

@@ -2,14 +2,17 @@
 
 The PromQL behind a template lives in `torchrollout.metrics.templates`; this module holds
 only what the spec and the engine need to judge a value, so that neither depends on how
-it is queried. `ResolvedCheck` is a check with every default filled in.
+it is queried. `ResolvedCheck` is a check with every default filled in. `ModelHeads` is what
+a handler config says about the heads of a multi-output model, which checks may name.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Template(StrEnum):
@@ -41,6 +44,12 @@ TEMPLATES: dict[Template, TemplateInfo] = {
 }
 
 LATENCY_TEMPLATES = frozenset({Template.LATENCY_P99, Template.LATENCY_MEAN})
+# Templates measured per head of a multi-output model as well as on the whole model.
+HEAD_TEMPLATES = frozenset({Template.ACCURACY, Template.MEAN_ABSOLUTE_ERROR})
+# A head name is a value of the handlers' `Head` metric dimension, written into a log line
+# TorchServe parses and into a PromQL string: an identifier. The handlers accept the same
+# names (model-handlers/torchrollout_models.py, HEAD_PATTERN). RE2-compatible.
+HEAD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
 QUERY_VARIABLES = frozenset({"namespace", "name", "revision", "version", "interval"})
 # RE2-compatible, so the CRD's CEL rules use the same patterns.
 VARIABLE_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -70,6 +79,7 @@ class ResolvedCheck:
     max_drop_vs_stable: float | None
     max_ratio_vs_stable: float | None
     min_samples: int
+    head: str | None = None  # one head of a multi-output model; None: the whole model
 
     @property
     def compares_with_stable(self) -> bool:
@@ -91,3 +101,50 @@ class ResolvedCheck:
         if self.max_ratio_vs_stable is not None:
             parts.append(f"<= stable x {self.max_ratio_vs_stable:g}")
         return ", ".join(parts)
+
+
+def _names(config: Mapping[str, Any], key: str) -> list[str]:
+    value = config.get(key)
+    return [str(name) for name in value] if isinstance(value, Mapping | list) else []
+
+
+@dataclass(frozen=True)
+class ModelHeads:
+    """The heads a multi-output model's handler config declares, by kind."""
+
+    classification: tuple[str, ...]
+    regression: tuple[str, ...]
+
+    @classmethod
+    def of_config(cls, config: Mapping[str, Any]) -> ModelHeads | None:
+        """From `architecture.heads` / `architecture.regression_heads` (or `targets`, the
+        classification heads of TorchScript / export weights); None when none are declared."""
+        arch = config.get("architecture")
+        arch = arch if isinstance(arch, Mapping) else {}
+        regression = _names(arch, "regression_heads")
+        declared = _names(arch, "heads") or _names(config, "targets")
+        classification = [h for h in declared if h not in regression]
+        if not classification and not regression:
+            return None
+        return cls(tuple(classification), tuple(regression))
+
+    def describe(self) -> str:
+        kinds = {"classification": self.classification, "regression": self.regression}
+        return "; ".join(f"{', '.join(names)} ({kind})" for kind, names in kinds.items() if names)
+
+    def problem(self, template: Template | None, head: str) -> str | None:
+        """Why a check of `template` cannot judge `head` of this model; None when it can."""
+        if head not in self.classification and head not in self.regression:
+            return f"the model has no head {head!r}; its heads: {self.describe()}"
+        if template == Template.ACCURACY and head in self.regression:
+            return (
+                f"{head!r} is a regression head: accuracy judges a classification head "
+                f"({', '.join(self.classification) or 'the model has none'}); "
+                "use mean-absolute-error"
+            )
+        if template == Template.MEAN_ABSOLUTE_ERROR and head in self.classification:
+            return (
+                f"{head!r} is a classification head: mean-absolute-error judges a regression "
+                f"head ({', '.join(self.regression) or 'the model has none'}); use accuracy"
+            )
+        return None

@@ -20,6 +20,7 @@ from torchrollout.spec.durations import DURATION_PATTERN
 from torchrollout.spec.resource import (
     MODEL_NAME_PATTERN,
     SHA256_PATTERN,
+    STORE_URI_PATTERN,
     VERSION_PATTERN,
     ModelDeploymentSpec,
 )
@@ -95,6 +96,7 @@ PATTERN_HINTS = {
     DURATION_PATTERN: "a duration is a number with a unit, like 30s, 2m, 1m30s or 500ms",
     VERSION_PATTERN: "a version is a label value: letters, digits, '.', '_', '-', at most 63",
     SHA256_PATTERN: "sha256 is 64 lowercase hex digits (sha256sum prints it)",
+    STORE_URI_PATTERN: "an archive store is s3://bucket/prefix or pvc://claim/path",
     MODEL_NAME_PATTERN: "a model name starts with a letter: letters, digits, '_', '-'",
     METADATA_NAME_PATTERN: "metadata.name is a DNS label: lowercase letters, digits, '-', "
     "starting with a letter, at most 52 characters (Services add -canary)",

@@ -17,16 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from torchrollout.spec.checks import (
+    HEAD_PATTERN,
+    HEAD_TEMPLATES,
     LATENCY_TEMPLATES,
     QUERY_VARIABLES,
     TEMPLATES,
     VARIABLE_NAME_PATTERN,
     VARIABLE_PATTERN,
+    ModelHeads,
     ResolvedCheck,
     Template,
     query_variables,
 )
 from torchrollout.spec.durations import DURATION_PATTERN, parse_duration
+from torchrollout.spec.pod import PodSettings, SecretKeySelector
 
 BUILTIN_HANDLERS = (
     "sequence-classifier",
@@ -93,13 +97,31 @@ class SpecModel(BaseModel):
     )
 
 
-class ModelSource(SpecModel):
+def _token_for_https(uri_field: str) -> dict[str, Any]:
+    return _cel(
+        _rule(
+            f"!has(self.tokenSecretRef) || self.{uri_field}.startsWith('https://')",
+            "tokenSecretRef is for https:// sources",
+            field_path=".tokenSecretRef",
+        )
+    )
+
+
+class ModelSource(SpecModel, json_schema_extra=_token_for_https("uri")):
     """Where the model's weights are, and their digest."""
 
     uri: str = Field(pattern=SOURCE_URI_PATTERN, max_length=2048)
     """https://, s3://bucket/key, pvc://claim/path, file:///path or an absolute path."""
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
     """Hex sha256 of the weights file; the archive build refuses a file that differs."""
+    token_secret_ref: SecretKeySelector | None = None
+    """For https:// sources: a Secret key holding a bearer token sent with the download."""
+
+    @model_validator(mode="after")
+    def _token_for_https(self) -> Self:
+        if self.token_secret_ref is not None and not self.uri.startswith("https://"):
+            raise ValueError("tokenSecretRef is for https:// sources")
+        return self
 
 
 class Batching(SpecModel):
@@ -147,8 +169,8 @@ class ResourceList(SpecModel):
     )
 
 
-class RuntimeSpec(SpecModel):
-    """How the TorchServe pods run."""
+class RuntimeSpec(PodSettings):
+    """How the TorchServe pods run, and where: the pod settings are named as in a pod spec."""
 
     image: str = Field(default="torchrollout/torchserve:0.1.0", min_length=1)
     """Image with TorchServe, the handlers and the torchrollout archive builder."""
@@ -157,6 +179,8 @@ class RuntimeSpec(SpecModel):
     workers_per_replica: int = Field(default=1, ge=1, le=64)
     """TorchServe workers per pod."""
     resources: ResourceList = Field(default_factory=ResourceList)
+    gpus: int = Field(default=0, ge=0, le=16)
+    """GPUs per pod: an nvidia.com/gpu limit, and TorchServe's number_of_gpu."""
 
 
 class GatewayRef(SpecModel):
@@ -219,6 +243,8 @@ _UNKNOWN_VARIABLES = (
     f".filter(n, !(n in {_cel_strings(QUERY_VARIABLES)}))"
 )
 _OUT_OF_UNIT = "(self.{0} < 0.0 || self.{0} > 1.0)"
+_HEADS = _cel_strings(HEAD_TEMPLATES)
+HEAD_MESSAGE = "head is for the templates accuracy and mean-absolute-error"
 
 
 class MetricCheck(
@@ -267,6 +293,11 @@ class MetricCheck(
             " || has(self.maxDropVsStable) || has(self.maxRatioVsStable)",
             "a query check needs a threshold: min, max, maxDropVsStable or maxRatioVsStable",
         ),
+        _rule(
+            f"!has(self.head) || (has(self.template) && self.template in {_HEADS})",
+            HEAD_MESSAGE,
+            field_path=".head",
+        ),
     ),
 ):
     """One analysis check: a built-in template or a PromQL query, with thresholds."""
@@ -290,11 +321,16 @@ class MetricCheck(
     """The canary fails when it exceeds stable times this."""
     min_samples: int | None = Field(default=None, ge=0)
     """Overrides analysis.minSamples for this check."""
+    head: str | None = Field(default=None, pattern=HEAD_PATTERN, max_length=63)
+    """One head of a multi-output model (accuracy: a classification head, mean-absolute-error:
+    a regression head); the default name becomes <template>-<head>."""
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
         if (self.template is None) == (self.query is None):
             raise ValueError("set exactly one of template (a built-in check) or query (PromQL)")
+        if self.head is not None and self.template not in HEAD_TEMPLATES:
+            raise ValueError(HEAD_MESSAGE)
         if self.query is not None:
             if self.name is None:
                 raise ValueError("a query check needs a name, e.g. name: my-check")
@@ -334,7 +370,9 @@ class MetricCheck(
 
     @property
     def check_name(self) -> str:
-        return self.name or str(self.template)
+        if self.name:
+            return self.name
+        return f"{self.template}-{self.head}" if self.head else str(self.template)
 
     def resolve(self, default_min_samples: int) -> ResolvedCheck:
         """This check with template defaults applied where the user set no threshold."""
@@ -351,6 +389,7 @@ class MetricCheck(
             max_drop_vs_stable=self.max_drop_vs_stable,
             max_ratio_vs_stable=self.max_ratio_vs_stable,
             min_samples=default_min_samples if self.min_samples is None else self.min_samples,
+            head=self.head,
         )
 
 
@@ -358,7 +397,10 @@ def _default_checks() -> list[MetricCheck]:
     return [MetricCheck(template=Template.LATENCY_P99), MetricCheck(template=Template.ERROR_RATE)]
 
 
-_CHECK_NAME = "(has({0}.name) ? {0}.name : has({0}.template) ? {0}.template : '')"
+_CHECK_NAME = (
+    "(has({0}.name) ? {0}.name : has({0}.template)"
+    " ? (has({0}.head) ? {0}.template + '-' + {0}.head : {0}.template) : '')"
+)
 # A check with neither name nor template is refused by its own rules, not as a duplicate.
 _UNIQUE_NAMES = (
     "self.all(x, !(has(x.name) || has(x.template))"
@@ -402,13 +444,32 @@ class AnalysisSpec(SpecModel):
         return [c.resolve(self.min_samples) for c in self.metrics]
 
 
-class EvaluationSpec(SpecModel):
+PVC_EVALUATION = (
+    "datasetUri: the operator reads the evaluation data itself and cannot mount a claim of "
+    "your namespace; use s3:// or https:// (file:// works in a rehearsal)"
+)
+
+
+class EvaluationSpec(
+    SpecModel,
+    json_schema_extra=_cel(
+        _rule("!self.datasetUri.startsWith('pvc://')", PVC_EVALUATION, field_path=".datasetUri")
+    ),
+):
     """Labeled traffic sent to both revisions each tick, so accuracy can be measured."""
 
     dataset_uri: str = Field(pattern=SOURCE_URI_PATTERN, max_length=2048)
-    """JSON lines, one request body with a `label` per line."""
+    """JSON lines, one request body with a `label` per line: https://, s3:// or file://.
+    The operator reads it with its own credentials (the chart's evaluation settings)."""
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    """Hex sha256 of the dataset file; a dataset that differs is not used."""
     samples_per_tick: int = Field(default=100, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _reachable_by_the_operator(self) -> Self:
+        if self.dataset_uri.startswith("pvc://"):
+            raise ValueError(PVC_EVALUATION)
+        return self
 
 
 def _default_steps() -> list[int]:
@@ -498,13 +559,36 @@ class AutoscalingSpec(
         return self
 
 
+STORE_URI_PATTERN = r"^(s3|pvc)://[^/\s]+(/\S*)?$"
+
+
+class ArchiveSpec(SpecModel):
+    """Where the archive of each revision is kept once built."""
+
+    store: str | None = Field(default=None, pattern=STORE_URI_PATTERN, max_length=1024)
+    """s3://bucket/prefix or pvc://claim/path: one build Job per revision writes the archive
+    and its sha256 there, and model pods only fetch and verify it. Without a store (and no
+    operator-wide default), each pod builds the archive in its init container."""
+
+
 class ModelDeploymentSpec(SpecModel):
     """A PyTorch model served by TorchServe, and the policy that rolls out new versions."""
 
     model: ModelSpec
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    archive: ArchiveSpec = Field(default_factory=ArchiveSpec)
     traffic: TrafficSpec = Field(default_factory=TrafficSpec)
     canary: CanarySpec = Field(default_factory=CanarySpec)
     autoscaling: AutoscalingSpec | None = None
     paused: bool = False
     """Hold the rollout where it is: no analysis, no step, no promotion."""
+
+    @model_validator(mode="after")
+    def _checks_name_heads_the_model_has(self) -> Self:
+        # Not in the CRD: CEL cannot read the free-form model.config.
+        heads = ModelHeads.of_config(self.model.config)
+        for k, check in enumerate(self.canary.analysis.metrics):
+            problem = heads and check.head and heads.problem(check.template, check.head)
+            if problem:
+                raise ValueError(f"canary.analysis.metrics[{k}].head: {problem}")
+        return self

@@ -109,6 +109,17 @@ class HistoryEntry(StatusModel):
     reason: str = ""
 
 
+ARCHIVES_LIMIT = 8
+
+
+class ArchiveRecord(StatusModel):
+    """A revision's archive in the archive store: built once, fetched by every pod."""
+
+    revision: str
+    sha256: str
+    store: str
+
+
 class ModelDeploymentStatus(StatusModel):
     """Everything the operator knows about a ModelDeployment's rollout."""
 
@@ -134,6 +145,19 @@ class ModelDeploymentStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     handled_requests: dict[str, str] = Field(default_factory=dict)
     """Values of the promote/abort/retry annotations already acted on."""
+    archives: list[ArchiveRecord] = Field(default_factory=list, max_length=ARCHIVES_LIMIT)
+    """Archives built into the store, newest last: the digest each revision's pods verify."""
+
+    def archive_for(self, revision: str) -> ArchiveRecord | None:
+        return next((a for a in reversed(self.archives) if a.revision == revision), None)
+
+    def archive_digest(self, revision: str) -> str | None:
+        record = self.archive_for(revision)
+        return record.sha256 if record is not None else None
+
+    def with_archive(self, record: ArchiveRecord) -> ModelDeploymentStatus:
+        kept = [a for a in self.archives if a.revision != record.revision]
+        return self.model_copy(update={"archives": [*kept, record][-ARCHIVES_LIMIT:]})
 
     @property
     def canary_active(self) -> bool:
