@@ -176,3 +176,28 @@ def test_pods_the_scheduler_cannot_place_are_named_when_the_deadline_passes() ->
     status = world.status()
     assert status["phase"] == "Failed"
     assert "Insufficient nvidia.com/gpu" in status["message"]
+
+
+def test_a_retry_builds_a_failed_revision_again_and_a_new_version_drops_its_job() -> None:
+    world = store_world()
+    stable = built(world)
+    world.ready(stable)
+    world.reconcile(after=1)
+    world.set_spec(model={"version": "9.0.0"})
+    canary = world.revision()
+    world.reconcile(after=1)
+    world.cluster.finish_job(f"{NAME}-{canary}", NS, message=TAIL, succeeded=False)
+    world.reconcile(after=1)
+    world.reconcile(after=1)
+    assert world.status()["phase"] == "RolledBack"
+    assert len(jobs(world)) == 1  # the failed build stays, for kubectl logs
+
+    world.annotate(**{"torchrollout.io/retry": "1"})
+    world.reconcile(after=1)
+    (job,) = jobs(world)
+    assert "status" not in job  # a new build, not the failed one
+    assert world.status()["phase"] == "Progressing"
+
+    world.set_spec(model={"version": "9.1.0"})
+    world.reconcile(after=1)
+    assert [j["metadata"]["name"] for j in jobs(world)] == [f"{NAME}-{world.revision()}"]

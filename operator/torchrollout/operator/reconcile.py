@@ -34,6 +34,7 @@ from torchrollout.operator.evaluation import EvaluationSender
 from torchrollout.operator.routers import Workload, router_for
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
+from torchrollout.render.workload import ARCHIVE_OF_LABEL
 from torchrollout.spec.checks import Template
 from torchrollout.spec.document import (
     API_VERSION,
@@ -201,9 +202,14 @@ class Reconciler:
         if store is None or md.status.archive_for(revision) is not None:
             return None
         state = read_build(self.cluster, md, revision, store)
-        if state.record is not None or state.stale:
-            # Its result is read (or lost with its pod): a stale Job is made again.
+        retry = md.requests().get("retry")
+        retried = retry is not None and retry != md.status.handled_requests.get("retry")
+        if state.record is not None or state.stale or (state.failure and retried):
+            # Its result is read (or lost with its pod, or a retry asks for a new build):
+            # the Job is made again if still needed.
             self.cluster.delete("batch/v1", "Job", md.metadata.namespace, state.job)
+            if state.record is None:
+                return BuildState(job=state.job)
         return state
 
     def _observe(
@@ -312,6 +318,16 @@ class Reconciler:
                     name,
                     {"spec": {"replicas": replicas}},
                 )
+        if self._store(md) is not None:
+            # Builds of revisions the spec has moved on from are not needed any more.
+            for job in self.cluster.list(
+                "batch/v1", "Job", md.metadata.namespace, {ARCHIVE_OF_LABEL: md.metadata.name}
+            ):
+                revision = job["metadata"].get("labels", {}).get(names.REVISION_LABEL)
+                if revision != compute_revision(md.spec):
+                    self.cluster.delete(
+                        "batch/v1", "Job", md.metadata.namespace, job["metadata"]["name"]
+                    )
         for workload in workloads.values():
             if workload.revision not in planned.keep:
                 for kind, api in (("Deployment", "apps/v1"), ("ConfigMap", "v1")):
@@ -408,7 +424,9 @@ def _archive_condition(
             type="ArchiveReady",
             status="Unknown",
             reason="Building",
-            message=f"build Job {build.job} is running",
+            message=f"build Job {build.job} is running"
+            if build.running
+            else f"build Job {build.job} starts when the revision is rolled out",
         )
     workload = workloads.get(revision)
     if workload is not None and workload.ready > 0:

@@ -425,7 +425,6 @@ def render_archive_job(md: ModelDeployment, *, store: str) -> dict[str, Any]:
                 ]
             },
             "activeDeadlineSeconds": 3600,
-            "ttlSecondsAfterFinished": 600,
             "template": {"metadata": _pod_metadata(md, labels), "spec": pod},
         },
     }
