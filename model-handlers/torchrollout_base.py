@@ -7,7 +7,9 @@ once, then `handle(batch, context)` per batch. A family only says what an instan
 turn outputs into answers (`postprocess`); everything else lives here:
 
 - config: `torchrollout-config.json` packed in the archive (architecture, format, quantize,
-  classes, threshold, metrics on/off, torch_threads, max_instances);
+  precision, classes, threshold, metrics on/off, torch_threads, max_instances);
+- device: the GPU TorchServe assigned to the worker, else the CPU (one log line says why);
+  inputs go to the model's device, outputs come back to the CPU in float32 for the answers;
 - batching: one TorchServe batch holds several requests, each with one or many instances;
   instances of equal shape run through the model together, and each request gets its own
   answer. A bad request gets its own HTTP 400 via `context.set_response_status` while the
@@ -19,9 +21,10 @@ turn outputs into answers (`postprocess`); everything else lives here:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,34 +37,59 @@ from torchrollout_io import (
     InvalidInput,
     ParsedRequest,
     parse_class_label,
+    parse_number_list,
     parse_request,
 )
-from torchrollout_models import build_model
+from torchrollout_models import HEAD_PATTERN, build_model, head_sizes
 from torchrollout_runtime import (
     ABS_ERROR_SUM,
     ANOMALIES,
     CONFIDENCE_SUM,
     CORRECT,
+    HEAD_ABS_ERROR_SUM,
+    HEAD_CORRECT,
+    HEAD_LABELED,
     INVALID,
     LABELED,
     PREDICTIONS,
     MetricsRecorder,
+    Placement,
     load_model,
+    place,
+    to_host,
 )
 
 CONFIG_FILE = "torchrollout-config.json"
 BATCH_HEADER = "X-Torchrollout-Batch-Size"
 
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HeadOutcome:
+    """How one labeled head of a multi-output answer did: right (classification) or how far
+    off (regression, mean |prediction - label| over the head's outputs)."""
+
+    correct: bool | None = None
+    abs_error: float | None = None
+
 
 @dataclass
 class Outcome:
-    """The answer for one instance, plus what the metrics need to know about it."""
+    """The answer for one instance, plus what the metrics need to know about it.
+
+    `labeled` says whether the instance counts in the whole-model labeled/correct metrics
+    (None: whenever it carried a label; a multi-output answer only when its label names every
+    classification head); `heads` holds the labeled heads of a multi-output answer.
+    """
 
     body: dict[str, Any]
     confidence: float | None = None
     correct: bool | None = None
     abs_error: float | None = None
     anomaly: bool | None = None
+    labeled: bool | None = None
+    heads: dict[str, HeadOutcome] = field(default_factory=dict)
 
 
 def error_body(message: str) -> dict[str, Any]:
@@ -84,6 +112,7 @@ class TorchRolloutHandler:
         self.specs: list[FieldSpec] = []
         self.max_instances = 256
         self.metrics = MetricsRecorder(None, "", "")
+        self.placement = Placement(torch.device("cpu"), None)
 
     # ---- lifecycle -------------------------------------------------------------------
     def initialize(self, context: Any) -> None:
@@ -98,7 +127,12 @@ class TorchRolloutHandler:
         serialized = manifest.get("serializedFile")
         if not serialized:
             raise ValueError("the archive has no serialized weights file")
-        self.model = load_model(model_dir / serialized, self.config, self.build)
+        self.placement = place(self.config, context.system_properties.get("gpu_id"))
+        for note in self.placement.notes:
+            logger.info("torchrollout model %s: %s", self.model_name, note)
+        self.model = load_model(
+            model_dir / serialized, self.config, self.build, self.placement.device
+        )
         self.specs = self.input_specs()
         self.max_instances = int(self.config.get("max_instances", 256))
         cache = context.metrics if self.config.get("metrics", True) else None
@@ -151,14 +185,18 @@ class TorchRolloutHandler:
         for k, inst in enumerate(instances):
             groups.setdefault(inst.shape_key(), []).append(k)
         results: list[Outcome | None] = [None] * len(instances)
+        device = self.placement.device
         with torch.inference_mode():
             for members in groups.values():
                 group = [instances[k] for k in members]
                 batch = {
-                    name: torch.stack([i.tensors[name] for i in group]) for name in group[0].tensors
+                    name: torch.stack([i.tensors[name] for i in group]).to(device)
+                    for name in group[0].tensors
                 }
+                with self.placement.autocast_context():
+                    output = self.forward(batch)
                 for k, outcome in zip(
-                    members, self.postprocess(self.forward(batch), group), strict=True
+                    members, self.postprocess(to_host(output), group), strict=True
                 ):
                     results[k] = outcome
         return [r for r in results if r is not None]
@@ -191,15 +229,27 @@ class TorchRolloutHandler:
         anomalies = [o.anomaly for o in outcomes if o.anomaly is not None]
         if anomalies:
             m.add(ANOMALIES, sum(anomalies), rid)
-        labeled = [(i, o) for i, o in zip(instances, outcomes, strict=True) if i.labeled]
-        if labeled:
+        labeled = [o for i, o in zip(instances, outcomes, strict=True) if i.labeled]
+        whole = [o for o in labeled if o.labeled is not False]
+        if whole:
             # Emitted even when zero, so accuracy reads 0 rather than "no data".
-            m.add(LABELED, len(labeled), rid)
-            if any(o.correct is not None for _, o in labeled):
-                m.add(CORRECT, sum(bool(o.correct) for _, o in labeled), rid)
-            errors = [o.abs_error for _, o in labeled if o.abs_error is not None]
+            m.add(LABELED, len(whole), rid)
+            if any(o.correct is not None for o in whole):
+                m.add(CORRECT, sum(bool(o.correct) for o in whole), rid)
+            errors = [o.abs_error for o in whole if o.abs_error is not None]
             if errors:
                 m.add(ABS_ERROR_SUM, sum(errors), rid)
+        heads: dict[str, list[HeadOutcome]] = {}
+        for o in labeled:
+            for head, result in o.heads.items():
+                heads.setdefault(head, []).append(result)
+        for head, results in sorted(heads.items()):
+            m.add_head(HEAD_LABELED, head, len(results), rid)
+            if any(r.correct is not None for r in results):
+                m.add_head(HEAD_CORRECT, head, sum(bool(r.correct) for r in results), rid)
+            head_errors = [r.abs_error for r in results if r.abs_error is not None]
+            if head_errors:
+                m.add_head(HEAD_ABS_ERROR_SUM, head, sum(head_errors), rid)
 
     # ---- family hooks ----------------------------------------------------------------
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
@@ -242,12 +292,32 @@ def class_answer(probs: torch.Tensor, classes: Sequence[str]) -> tuple[dict[str,
 
 
 class ClassifierHandler(TorchRolloutHandler):
-    """Softmax classifiers, one head (logits tensor) or several named heads (dict of logits).
+    """Softmax classifiers, one head (logits tensor) or several named heads (a dict).
 
-    Multi-output answers are {"outputs": {target: {prediction, confidence, probabilities}}};
-    a multi-output label is {target: class}; confidence is the mean over targets, and the
-    instance counts as correct when every target is.
+    A multi-output model names classification heads (`architecture.heads`, or `targets` for
+    TorchScript / export weights) and may add regression heads
+    (`architecture.regression_heads`: {head: outputs}). Its answer is
+    {"outputs": {head: {prediction, confidence, probabilities} | {prediction: number}}};
+    its label is {head: class | number}, naming any of the heads (the others are not
+    counted). Confidence is the mean over classification heads; the instance counts in the
+    whole-model accuracy when its label names every classification head, and is correct when
+    every one is right. Each labeled head is also counted on its own (HEAD_* metrics).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.class_heads: list[str] = []
+        self.regression_sizes: dict[str, int] = {}
+
+    def initialize(self, context: Any) -> None:
+        super().initialize(context)
+        arch = self.architecture()
+        self.regression_sizes = head_sizes(arch, "regression_heads")
+        names = arch.get("heads") or self.config.get("targets") or []
+        self.class_heads = [str(t) for t in names if str(t) not in self.regression_sizes]
+        for head in self.class_heads:
+            if not HEAD_PATTERN.fullmatch(head):
+                raise ValueError(f"targets: head name {head!r} must match {HEAD_PATTERN.pattern}")
 
     def classes(self, target: str | None = None) -> list[str]:
         names = self.config.get("classes", [])
@@ -264,37 +334,77 @@ class ClassifierHandler(TorchRolloutHandler):
         return int(count) if count is not None else (len(self.classes(target)) or None)
 
     def targets(self) -> list[str] | None:
-        heads = self.architecture().get("heads") or self.config.get("targets")
-        return [str(t) for t in heads] if heads else None
+        """Every head of a multi-output model (classification first); None for one head."""
+        heads = [*self.class_heads, *self.regression_sizes]
+        return heads or None
 
     def parse_label(self, value: Any, field: str) -> Any:
-        targets = self.targets()
-        if targets is None:
+        heads = self.targets()
+        if heads is None:
             return parse_class_label(value, field, self.classes(), self.class_count())
-        if not isinstance(value, dict) or set(value) != set(targets):
-            raise InvalidInput(field, f"expected an object with one class per target {targets}")
-        return {
-            t: parse_class_label(value[t], f"{field}.{t}", self.classes(t), self.class_count(t))
-            for t in targets
-        }
+        if not isinstance(value, dict):
+            raise InvalidInput(field, f"expected an object with a label per head, of {heads}")
+        unknown = [h for h in value if h not in heads]
+        if unknown:
+            raise InvalidInput(field, f"unknown head {unknown[0]!r}; the model's heads: {heads}")
+        label: dict[str, Any] = {}
+        for head, given in value.items():
+            if given is None:
+                continue  # a head left out, as when its key is missing
+            path = f"{field}.{head}"
+            if head in self.regression_sizes:
+                label[head] = parse_number_list(given, path, self.regression_sizes[head])
+            else:
+                label[head] = parse_class_label(
+                    given, path, self.classes(head), self.class_count(head)
+                )
+        if not label:
+            raise InvalidInput(field, f"expected an object with a label for some of {heads}")
+        return label
 
     def postprocess(self, output: Any, instances: Sequence[Instance]) -> list[Outcome]:
         if isinstance(output, Mapping):
-            probs = {t: torch.softmax(v, dim=-1) for t, v in output.items()}
-            outcomes = []
-            for k, inst in enumerate(instances):
-                answers = {t: class_answer(p[k], self.classes(t)) for t, p in probs.items()}
-                correct = None
-                if inst.labeled:
-                    correct = all(inst.label[t] == answers[t][1] for t in answers)
-                confidence = sum(a[2] for a in answers.values()) / len(answers)
-                body = {"outputs": {t: a[0] for t, a in answers.items()}}
-                outcomes.append(Outcome(body, confidence=confidence, correct=correct))
-            return outcomes
+            return self.multi_output(output, instances)
         probs_all = torch.softmax(output, dim=-1)
         outcomes = []
         for k, inst in enumerate(instances):
             body, index, confidence = class_answer(probs_all[k], self.classes())
             correct = (index == inst.label) if inst.labeled else None
             outcomes.append(Outcome(body, confidence=confidence, correct=correct))
+        return outcomes
+
+    def multi_output(
+        self, output: Mapping[str, torch.Tensor], instances: Sequence[Instance]
+    ) -> list[Outcome]:
+        values = {t: v for t, v in output.items() if t in self.regression_sizes}
+        probs = {t: torch.softmax(v, dim=-1) for t, v in output.items() if t not in values}
+        outcomes = []
+        for k, inst in enumerate(instances):
+            label = inst.label if isinstance(inst.label, Mapping) else {}
+            body: dict[str, Any] = {}
+            heads: dict[str, HeadOutcome] = {}
+            confidences = []
+            for t, p in probs.items():
+                body[t], index, confidence = class_answer(p[k], self.classes(t))
+                confidences.append(confidence)
+                if t in label:
+                    heads[t] = HeadOutcome(correct=index == label[t])
+            for t, v in values.items():
+                predicted = v[k].reshape(-1)
+                body[t] = {
+                    "prediction": predicted.tolist() if predicted.numel() > 1 else float(predicted)
+                }
+                if t in label:
+                    target = torch.tensor(label[t], dtype=predicted.dtype)
+                    heads[t] = HeadOutcome(abs_error=float((predicted - target).abs().mean()))
+            whole = bool(probs) and all(t in heads for t in probs)
+            outcomes.append(
+                Outcome(
+                    {"outputs": body},
+                    confidence=sum(confidences) / len(confidences) if confidences else None,
+                    correct=all(bool(heads[t].correct) for t in probs) if whole else None,
+                    labeled=whole,
+                    heads=heads,
+                )
+            )
         return outcomes

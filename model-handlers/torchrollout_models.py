@@ -12,6 +12,7 @@ Packed into every archive next to the handler (torch-model-archiver `--extra-fil
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,12 @@ from torch import nn
 Arch = Mapping[str, Any]
 
 
+# Head names become a metric dimension (TorchServe's `Head`, a Prometheus label) and parts of
+# a log line TorchServe parses, so they are plain identifiers; the operator's spec uses the
+# same pattern for a check's `head`.
+HEAD_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
+
+
 def _int(arch: Arch, key: str, default: int | None = None) -> int:
     value = arch.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -28,11 +35,43 @@ def _int(arch: Arch, key: str, default: int | None = None) -> int:
     return value
 
 
+def head_sizes(arch: Arch, key: str) -> dict[str, int]:
+    """`architecture.<key>` ({head: size}) checked: identifier names, positive sizes."""
+    heads = arch.get(key)
+    if heads is None:
+        return {}
+    if not isinstance(heads, Mapping) or not heads:
+        raise ValueError(f"architecture.{key}: expected a non-empty map of head name to size")
+    for name, size in heads.items():
+        if not isinstance(name, str) or not HEAD_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"architecture.{key}: head name {name!r} must match {HEAD_PATTERN.pattern}"
+            )
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(
+                f"architecture.{key}.{name}: expected a positive integer, got {size!r}"
+            )
+    return {str(name): int(size) for name, size in heads.items()}
+
+
+def declared_heads(arch: Arch) -> tuple[dict[str, int], dict[str, int]]:
+    """The (classification, regression) heads of a multi-output sequence model."""
+    classes, values = head_sizes(arch, "heads"), head_sizes(arch, "regression_heads")
+    both = sorted(set(classes) & set(values))
+    if both:
+        raise ValueError(
+            f"architecture.regression_heads: {both} also named in architecture.heads; "
+            "a head is either a classification or a regression head"
+        )
+    return classes, values
+
+
 class SequenceClassifier(nn.Module):
     """LSTM / GRU / BiLSTM+attention over [batch, time, features].
 
-    One head (`num_classes`) returns logits [batch, classes]; several named heads (`heads`:
-    {target: classes}) return a dict of logits, one entry per target (multi-output).
+    One head (`num_classes`) returns logits [batch, classes]. Named heads make it multi-output
+    and return a dict with one entry per head: `heads` ({target: classes}) give logits,
+    `regression_heads` ({target: outputs}) give raw values [batch, outputs].
     """
 
     def __init__(self, arch: Arch) -> None:
@@ -55,14 +94,12 @@ class SequenceClassifier(nn.Module):
         )
         width = hidden * 2 if self.attention else hidden
         self.score = nn.Linear(width, 1)
-        heads = arch.get("heads")
-        self.multi = isinstance(heads, Mapping)
-        sizes: dict[str, int] = (
-            {str(k): int(v) for k, v in heads.items()}
-            if isinstance(heads, Mapping)
-            else {"output": _int(arch, "num_classes")}
-        )
+        classes, values = declared_heads(arch)
+        self.multi = bool(classes or values)
+        sizes = classes if self.multi else {"output": _int(arch, "num_classes")}
         self.heads = nn.ModuleDict({name: nn.Linear(width, n) for name, n in sizes.items()})
+        # Only in the state_dict when there are regression heads: older weights still load.
+        self.regression = nn.ModuleDict({name: nn.Linear(width, n) for name, n in values.items()})
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
@@ -75,7 +112,7 @@ class SequenceClassifier(nn.Module):
         h = self.encode(x)
         logits = {name: head(h) for name, head in self.heads.items()}
         if self.multi:
-            return logits
+            return {**logits, **{name: head(h) for name, head in self.regression.items()}}
         return logits["output"]
 
 

@@ -2,30 +2,63 @@
 
 TorchServe starts once per session with every archive (`served`), on free loopback ports,
 in a temp working dir; it is stopped with SIGTERM (its whole process group) at the end.
+Besides the shared family models, `seq-heads` is a multi-output sequence model with two
+classification heads and a regression head (`architecture.regression_heads`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import torch
 
 from tests.support.fixtures import build, example
 from tests.support.models import (
     FamilyModel,
+    build_model,
+    make_input,
     write_family_models,
     write_formats,
 )
 from torchrollout.archive.handlers import metrics_config
 from torchrollout.archive.torchserve import TorchServe
 
+HEADS_CONFIG: dict[str, Any] = {
+    "architecture": {
+        "kind": "bilstm-attention",
+        "input_size": 3,
+        "hidden_size": 8,
+        "heads": {"direction": 3, "regime": 2},
+        "regression_heads": {"max_profit": 1},
+    },
+    "classes": {"direction": ["down", "flat", "up"], "regime": ["calm", "volatile"]},
+}
+
+
+def write_heads_model(folder: Path, config: dict[str, Any] = HEADS_CONFIG) -> FamilyModel:
+    """Seeded random-init weights of a multi-output model (by default `HEADS_CONFIG`)."""
+    torch.manual_seed(3000)
+    model = build_model(config["architecture"]).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps(config))
+    sample = make_input({"steps": 10, "features": 3}, torch.Generator().manual_seed(3001))
+    handler = "sequence-classifier"
+    return FamilyModel("seq-heads", handler, folder / "model.pt", folder / "config.json", sample)
+
 
 @pytest.fixture(scope="session")
 def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FamilyModel]:
-    return write_family_models(tmp_path_factory.mktemp("families"))
+    """The shared tiny family models plus `seq-heads`."""
+    models = write_family_models(tmp_path_factory.mktemp("families"))
+    models["seq-heads"] = write_heads_model(tmp_path_factory.mktemp("heads"))
+    return models
 
 
 @pytest.fixture(scope="session")

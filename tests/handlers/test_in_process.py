@@ -1,7 +1,8 @@
 """Handler behaviour without a server: archives loaded through `ts` in this process.
 
 Covers what the TorchServe tests do not need a server for: per-request statuses inside one
-batch, label validation per family, request limits, metrics switched off by config.
+batch, label validation per family (multi-output labels may name some heads only), request
+limits, metrics switched off by config, the architecture's head declarations.
 """
 
 from __future__ import annotations
@@ -65,9 +66,17 @@ def test_too_many_instances_in_one_request(seqcls: LoadedArchive, examples_dir: 
 LABELS = [
     ("seq-multi", {"direction": "up", "regime": "calm"}, 200),
     ("seq-multi", {"direction": 2, "regime": 1}, 200),
-    ("seq-multi", {"direction": "up"}, "label: expected an object with one class per target"),
+    ("seq-multi", {"direction": "up"}, 200),  # a head left out is not counted
+    ("seq-multi", {"direction": "up", "regime": None}, 200),
+    ("seq-multi", {}, "label: expected an object with a label for some of"),
     ("seq-multi", "up", "label: expected an object"),
     ("seq-multi", {"direction": "up", "regime": "stormy"}, "label.regime: expected a class"),
+    ("seq-multi", {"direction": "up", "trend": 1}, "label: unknown head 'trend'"),
+    ("seq-heads", {"direction": "up", "regime": "calm", "max_profit": 11.0}, 200),
+    ("seq-heads", {"max_profit": -3}, 200),
+    ("seq-heads", {"max_profit": "high"}, "label.max_profit: expected a finite number"),
+    ("seq-heads", {"max_profit": [1.0, 2.0]}, "label.max_profit: expected a finite number"),
+    ("seq-heads", {"sideways": 1}, "the model's heads: ['direction', 'regime', 'max_profit']"),
     ("policy", "buy", 200),
     ("policy", 7, "label: expected a class index in [0, 3]"),
     ("policy", True, "label: expected a class index"),
@@ -125,3 +134,36 @@ def test_metrics_can_be_switched_off_by_config(examples_dir: Path, tmp_path: Pat
     assert handler.metrics.enabled is False
     [(status, _)] = loaded.handle([ex.sample])
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("architecture", "message"),
+    [
+        ({"heads": {"direction": 3}, "regression_heads": {"direction": 1}}, "either a class"),
+        ({"regression_heads": {"max profit": 1}}, "head name 'max profit' must match"),
+        ({"regression_heads": {"max_profit": 0}}, "regression_heads.max_profit: expected a pos"),
+        ({"regression_heads": {}}, "architecture.regression_heads: expected a non-empty map"),
+    ],
+)
+def test_head_declarations_are_checked_when_the_model_is_built(
+    architecture: dict[str, Any], message: str
+) -> None:
+    from tests.support.models import build_model
+
+    with pytest.raises(ValueError, match=message):
+        build_model({"kind": "bilstm-attention", "input_size": 3, **architecture})
+
+
+def test_a_regression_only_model_answers_numbers(tmp_path: Path) -> None:
+    from tests.handlers.conftest import HEADS_CONFIG, write_heads_model
+
+    arch = {**HEADS_CONFIG["architecture"], "regression_heads": {"max_profit": 1, "band": 2}}
+    del arch["heads"]
+    fm = write_heads_model(tmp_path / "m", {"architecture": arch})
+    loaded = _load(tmp_path, "reg", weights=fm.weights, handler=fm.handler, config=fm.config_data())
+    [(status, answer)] = loaded.handle([{**fm.sample, "label": {"band": [1.0, 2.0]}}])
+    assert status == 200, answer
+    outputs = answer["outputs"]
+    assert set(outputs) == {"max_profit", "band"}
+    assert isinstance(outputs["max_profit"]["prediction"], float)
+    assert len(outputs["band"]["prediction"]) == 2

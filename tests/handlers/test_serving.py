@@ -2,12 +2,15 @@
 
 One TorchServe serves all archives for the session (see conftest.py). Answers are compared
 with the raw model's forward pass in this process; metrics are read from :8082/metrics as
-Prometheus would scrape them.
+Prometheus would scrape them, and the per-head ones through the operator's own PromQL on a
+real Prometheus scraping that TorchServe.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,11 @@ import torch
 from tests.handlers.conftest import Served
 from tests.support import prometheus_text as prom
 from tests.support.fixtures import example
-from tests.support.models import FamilyModel, raw_forward, raw_model
+from tests.support.models import FamilyModel, make_input, raw_forward, raw_model
+from torchrollout.local.prometheus import PrometheusServer, ScrapeTarget
+from torchrollout.metrics import PrometheusProvider, Target
+from torchrollout.metrics.templates import HEAD_LABEL
+from torchrollout.spec import MetricCheck
 
 pytestmark = pytest.mark.torchserve
 
@@ -44,7 +51,15 @@ def expected_answer(
         return {"prediction": names[index] if names else index, "probabilities": probs.tolist()}
 
     if isinstance(out, dict):
-        return {"outputs": {t: answer(v, classes.get(t, [])) for t, v in out.items()}}
+        regression = config["architecture"].get("regression_heads", {})
+        return {
+            "outputs": {
+                t: {"prediction": v[0].tolist() if v.shape[-1] > 1 else float(v[0, 0])}
+                if t in regression
+                else answer(v, classes.get(t, []))
+                for t, v in out.items()
+            }
+        }
     return answer(out, classes)
 
 
@@ -85,6 +100,7 @@ FAMILY_NAMES = [
     "seqcls",
     "seqcls-pt2",
     "seq-multi",
+    "seq-heads",
     "seq-gru",
     "transformer",
     "cnn1d",
@@ -298,3 +314,171 @@ def test_anomaly_detector_reports_flags_and_correct_flags(
     assert flagged_now == flagged_before + flagged
     assert _probe(samples, "torchrollout_correct", "anomaly", version) == correct_before + correct
     assert flagged > 0
+
+
+HEAD_COUNTERS = (
+    "torchrollout_head_labeled",
+    "torchrollout_head_correct",
+    "torchrollout_head_abs_error_sum",
+)
+
+
+def _heads_of(samples: list[prom.Sample], version: str) -> dict[str, dict[str, float]]:
+    """seq-heads' per-head counters as exposed: metric -> {head: value} (absent: no key)."""
+    found: dict[str, dict[str, float]] = {name: {} for name in HEAD_COUNTERS}
+    for name, labels, value in samples:
+        mine = labels.get("ModelName") == "seq-heads" and labels.get("model_version") == version
+        if name in found and mine:
+            found[name][labels[HEAD_LABEL]] = value
+    return found
+
+
+def _whole(samples: list[prom.Sample], name: str) -> float:
+    return prom.value(samples, name, ModelName="seq-heads") or 0.0
+
+
+@pytest.fixture(scope="module")
+def heads_traffic(references: dict[str, Any]) -> list[dict[str, Any]]:
+    """Five labeled requests for `seq-heads`: direction right in 3 of 4, regime in 4 of 4,
+    max_profit labeled in all five, the fifth labeling max_profit only."""
+    model, config, _ = references["seq-heads"]
+    gen = torch.Generator().manual_seed(4000)
+    bodies = []
+    for k, profit in enumerate([11.0, -2.0, 0.5, 3.0, 1.0]):
+        instance = make_input({"steps": 10, "features": 3}, gen)
+        outputs = expected_answer(model, config, instance)["outputs"]
+        direction = outputs["direction"]["prediction"]
+        if k == 3:
+            direction = next(c for c in ("down", "flat", "up") if c != direction)
+        label = {"direction": direction, "regime": outputs["regime"]["prediction"]}
+        label = {"max_profit": profit} if k == 4 else {**label, "max_profit": profit}
+        bodies.append({**instance, "label": label})
+    return bodies
+
+
+def _abs_errors(model: torch.nn.Module, bodies: list[dict[str, Any]]) -> float:
+    """The sum of |max_profit - label| the handler should count, from the raw model."""
+    return sum(
+        abs(float(raw_forward(model, body)["max_profit"][0, 0]) - body["label"]["max_profit"])
+        for body in bodies
+    )
+
+
+def _send_heads_traffic(served: Served, client: httpx.Client, bodies: list[Any]) -> None:
+    # One request of one instance, then one of four: counts do not depend on the batching.
+    assert served.predict(client, "seq-heads", bodies[0]).status_code == 200
+    answer = served.predict(client, "seq-heads", {"instances": bodies[1:]})
+    assert answer.status_code == 200, answer.text
+
+
+def test_per_head_counters_on_the_metrics_endpoint(
+    served: Served,
+    client: httpx.Client,
+    references: dict[str, Any],
+    heads_traffic: list[dict[str, Any]],
+) -> None:
+    version = served.versions["seq-heads"]
+    before = prom.parse(client.get(served.server.metrics_url).text)
+    heads_before = _heads_of(before, version)
+    _send_heads_traffic(served, client, heads_traffic)
+
+    def added(samples: list[prom.Sample]) -> dict[str, dict[str, float]]:
+        return {
+            name: {h: v - heads_before[name].get(h, 0.0) for h, v in heads.items()}
+            for name, heads in _heads_of(samples, version).items()
+        }
+
+    samples = prom.wait_for(
+        served.server.metrics_url,
+        lambda s: added(s)["torchrollout_head_labeled"].get("max_profit") == 5,
+    )
+    counted = added(samples)
+    assert counted["torchrollout_head_labeled"] == {"direction": 4, "regime": 4, "max_profit": 5}
+    assert counted["torchrollout_head_correct"] == {"direction": 3, "regime": 4}
+    errors = counted["torchrollout_head_abs_error_sum"]
+    assert set(errors) == {"max_profit"}
+    assert errors["max_profit"] == pytest.approx(
+        _abs_errors(references["seq-heads"][0], heads_traffic), rel=1e-4
+    )
+    # The whole-model counters as before: instances labeled on every classification head
+    # (the fifth is not), correct when all of them are right.
+    assert _whole(samples, "torchrollout_labeled") == _whole(before, "torchrollout_labeled") + 4
+    assert _whole(samples, "torchrollout_correct") == _whole(before, "torchrollout_correct") + 3
+    # The label the operator's PromQL selects a head by is the dimension's name, as is.
+    labels = [
+        ls
+        for ls in prom.labels_of(samples, "torchrollout_head_labeled")
+        if ls.get("ModelName") == "seq-heads"
+    ]
+    assert labels
+    assert all(set(ls) == {"ModelName", "model_version", HEAD_LABEL, "Hostname"} for ls in labels)
+
+
+@pytest.mark.prometheus
+def test_head_checks_measure_the_head_on_a_real_prometheus(
+    served: Served,
+    client: httpx.Client,
+    references: dict[str, Any],
+    heads_traffic: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """The operator's PromQL for `head:` checks, on what this TorchServe really exposes."""
+    address = served.server.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    target = Target("handlers", "seq-heads", revision="r1", version="0.1.0", interval="60s")
+    scrape = ScrapeTarget(address, {"namespace": target.namespace, "revision": target.revision})
+    labeled = f'sum(torchrollout_head_labeled{{revision="r1",{HEAD_LABEL}="max_profit"}})'
+    with PrometheusServer([scrape], workdir=tmp_path) as server:
+        provider = PrometheusProvider(server.url)
+        try:
+            server.wait_for_targets()
+
+            def seen(count: float) -> bool:
+                """Prometheus has scraped a max_profit labeled count of `count`."""
+                return provider.query(labeled).value == count
+
+            # increase() counts from a series' first scrape: prime the series, and measure
+            # the traffic sent once Prometheus has seen it.
+            _send_heads_traffic(served, client, heads_traffic)
+            exposed = prom.parse(client.get(served.server.metrics_url).text)
+            primed = _heads_of(exposed, served.versions["seq-heads"])
+            count = primed["torchrollout_head_labeled"]["max_profit"]
+            _poll(lambda: seen(count))
+            _send_heads_traffic(served, client, heads_traffic)
+            _poll(lambda: seen(count + 5))
+            checks = {
+                "accuracy-direction": MetricCheck(template="accuracy", head="direction"),
+                "accuracy-regime": MetricCheck(template="accuracy", head="regime"),
+                "mean-absolute-error-max_profit": MetricCheck(
+                    template="mean-absolute-error", head="max_profit", max=100
+                ),
+            }
+            measured = {name: provider.measure(c.resolve(0), target) for name, c in checks.items()}
+        finally:
+            provider.close()
+    assert set(checks) == {c.check_name for c in checks.values()}
+    for name, m in measured.items():
+        assert m.verdict is None and m.value is not None, (name, m)
+    mae = _abs_errors(references["seq-heads"][0], heads_traffic) / 5
+    # increase() extrapolates to the window's edges alike for the two counters of a ratio.
+    assert measured["accuracy-direction"].value == pytest.approx(0.75, rel=1e-6)
+    assert measured["accuracy-regime"].value == pytest.approx(1.0, rel=1e-6)
+    assert measured["mean-absolute-error-max_profit"].value == pytest.approx(mae, rel=1e-4)
+    assert measured["accuracy-direction"].samples is not None
+
+
+def _poll(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "Prometheus did not scrape the new counts in time"
+        time.sleep(0.2)  # Prometheus scrapes every second
+
+
+def test_a_label_naming_an_unknown_head_is_refused(
+    served: Served, client: httpx.Client, references: dict[str, Any]
+) -> None:
+    instance = references["seq-heads"][2]
+    response = served.predict(client, "seq-heads", {**instance, "label": {"sideways": 1}})
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert message.startswith("label: unknown head 'sideways'")
+    assert "['direction', 'regime', 'max_profit']" in message
