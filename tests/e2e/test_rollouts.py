@@ -4,6 +4,8 @@ Standard."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes import client
 
@@ -204,9 +206,16 @@ def test_an_operator_killed_mid_canary_resumes_without_a_double_transition(
     eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="2.0.0"), timeout=60)
     status = status_of(md_api, namespace)
     assert [h["version"] for h in status["history"]] == ["1.0.0", "2.0.0"]
-    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    promoted = [e for e in events if e.reason == "Promoted"]
-    assert sum(e.count or 1 for e in promoted) == 1
+    core = client.CoreV1Api(api_client)
+
+    def promoted() -> int:
+        events = core.list_namespaced_event(namespace).items
+        return sum(e.count or 1 for e in events if e.reason == "Promoted")
+
+    # The Event follows the status write; once there, it is there once.
+    eventually(lambda: promoted() > 0, timeout=10)
+    time.sleep(2)
+    assert promoted() == 1
 
 
 def test_gateway_api_router_sets_and_reads_httproute_weights(

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from torchrollout.operator.cluster import ClusterApi
+from torchrollout.operator.cluster import ClusterApi, ClusterError
 from torchrollout.render import names
 from torchrollout.render.workload import ARCHIVE_OF_LABEL, BUILD_COMPONENT, COMPONENT_LABEL
 from torchrollout.spec.document import ModelDeployment
@@ -95,8 +95,15 @@ def read_build(cluster: ClusterApi, md: ModelDeployment, revision: str, store: s
 
 
 def unschedulable(cluster: ClusterApi, md: ModelDeployment, revision: str) -> str | None:
-    """The scheduler's message when pods of `revision` cannot be placed (e.g. no GPU)."""
-    for pod in cluster.list("v1", "Pod", md.metadata.namespace, names.selector(md, revision)):
+    """The scheduler's message when pods of `revision` cannot be placed (e.g. no GPU).
+
+    Only an explanation: when pods cannot be listed (an install whose role lacks it), None.
+    """
+    try:
+        pods = cluster.list("v1", "Pod", md.metadata.namespace, names.selector(md, revision))
+    except ClusterError:
+        return None
+    for pod in pods:
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if (
                 condition.get("type") == "PodScheduled"
