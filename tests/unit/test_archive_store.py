@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.unit.test_reconcile import NAME, NS, World
+from torchrollout.operator.cluster import ClusterError, FakeCluster
 from torchrollout.operator.reconcile import Reconciler
 
 STORE = "s3://archives/models"
@@ -201,3 +202,35 @@ def test_a_retry_builds_a_failed_revision_again_and_a_new_version_drops_its_job(
     world.set_spec(model={"version": "9.1.0"})
     world.reconcile(after=1)
     assert [j["metadata"]["name"] for j in jobs(world)] == [f"{NAME}-{world.revision()}"]
+
+
+class RefusingCluster(FakeCluster):
+    """Refuses Deployments as the API server does a pod spec it finds invalid."""
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "Deployment":
+            raise ClusterError(
+                'Deployment.apps "fraud-x" is invalid: spec.template.spec.affinity.nodeAffinity'
+                ".requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: "
+                "Required value: must have at least one node selector term",
+                status=422,
+                transient=False,
+            )
+        return super().create(obj)
+
+
+def test_pod_settings_the_api_server_refuses_are_named_in_a_condition() -> None:
+    world = World()
+    refusing = RefusingCluster()
+    refusing.objects = world.cluster.objects
+    world.cluster = refusing
+    world.reconciler.cluster = refusing
+    world.reconcile()
+    refused = condition(world, "PodSettingsValid")
+    assert (refused["status"], refused["reason"]) == ("False", "Refused")
+    assert "spec.runtime.affinity.nodeAffinity" in refused["message"]
+    assert world.status()["phase"] == "Building"  # nothing else broke: the rest was applied
+    world.cluster = world.reconciler.cluster = FakeCluster()
+    world.cluster.objects = refusing.objects
+    world.reconcile(after=1)
+    assert condition(world, "PodSettingsValid")["status"] == "True"

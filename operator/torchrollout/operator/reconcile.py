@@ -332,7 +332,11 @@ class Reconciler:
             if workload.revision not in planned.keep:
                 for kind, api in (("Deployment", "apps/v1"), ("ConfigMap", "v1")):
                     self.cluster.delete(api, kind, md.metadata.namespace, workload.name)
-        if md.spec.traffic.router == "gateway-api" and not conditions:
+        if not any(c.type == "PodSettingsValid" for c in conditions):
+            conditions.append(Condition(type="PodSettingsValid", status="True", reason="Accepted"))
+        if md.spec.traffic.router == "gateway-api" and not any(
+            c.type == "RouterReady" for c in conditions
+        ):
             conditions.append(
                 Condition(type="RouterReady", status="True", reason="HTTPRouteApplied")
             )
