@@ -173,6 +173,10 @@ def test_pods_the_scheduler_cannot_place_are_named_when_the_deadline_passes() ->
             ]
         },
     }
+    world.reconcile(after=1)
+    waiting = condition(world, "PodsReady")
+    assert (waiting["status"], waiting["reason"]) == ("False", "Unschedulable")
+    assert "spec.runtime.gpus" in waiting["message"]  # what to fix, before the deadline
     world.reconcile(after=61)
     status = world.status()
     assert status["phase"] == "Failed"

@@ -1,5 +1,4 @@
-"""The archive build Job of a revision, and what a revision's pods are waiting for, as read
-from the cluster.
+"""The archive build Job of a revision, as read from the cluster.
 
 A build Job (rendered by `render.workload.render_archive_job`) writes the archive's sha256 to
 its container's termination message; when it fails, Kubernetes puts the tail of its log
@@ -15,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from torchrollout.operator.cluster import ClusterApi, ClusterError
+from torchrollout.operator.cluster import ClusterApi
 from torchrollout.render import names
 from torchrollout.render.workload import ARCHIVE_OF_LABEL, BUILD_COMPONENT, COMPONENT_LABEL
 from torchrollout.spec.document import ModelDeployment
@@ -92,23 +91,3 @@ def read_build(cluster: ClusterApi, md: ModelDeployment, revision: str, store: s
             failure=f"archive build failed (kubectl logs job/{name}): {why}",
         )
     return BuildState(job=name, running=True)
-
-
-def unschedulable(cluster: ClusterApi, md: ModelDeployment, revision: str) -> str | None:
-    """The scheduler's message when pods of `revision` cannot be placed (e.g. no GPU).
-
-    Only an explanation: when pods cannot be listed (an install whose role lacks it), None.
-    """
-    try:
-        pods = cluster.list("v1", "Pod", md.metadata.namespace, names.selector(md, revision))
-    except ClusterError:
-        return None
-    for pod in pods:
-        for condition in (pod.get("status") or {}).get("conditions") or []:
-            if (
-                condition.get("type") == "PodScheduled"
-                and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"
-            ):
-                return f"pods cannot be scheduled: {condition.get('message', '').strip()}"
-    return None

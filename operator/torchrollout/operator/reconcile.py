@@ -28,9 +28,10 @@ from torchrollout.engine import (
 )
 from torchrollout.errors import SpecError
 from torchrollout.metrics import MetricProvider, measure_tick, rollout_targets
-from torchrollout.operator.archives import BuildState, read_build, unschedulable
+from torchrollout.operator.archives import BuildState, read_build
 from torchrollout.operator.cluster import ClusterApi, ClusterError, KindNotInstalled, apply
 from torchrollout.operator.evaluation import EvaluationSender
+from torchrollout.operator.pods import PodTrouble, pod_trouble
 from torchrollout.operator.routers import Workload, router_for
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
@@ -135,6 +136,7 @@ class Reconciler:
                 break
         assert decision is not None
         extra_conditions.append(_archive_condition(md, workloads, build))
+        extra_conditions.append(_pods_condition(md, workloads, self._pod_trouble(md, workloads)))
         evaluation = self._evaluation_condition(md)
         if evaluation is not None:
             extra_conditions.append(evaluation)
@@ -220,18 +222,26 @@ class Reconciler:
         canary = (
             workloads.get(spec_revision) if spec_revision != md.status.stable_revision else None
         )
-        starting = workloads.get(spec_revision)
-        waiting = None
-        if starting is not None and not starting.available:
-            waiting = unschedulable(self.cluster, md, spec_revision)
+        trouble = self._pod_trouble(md, workloads)
         return Observation(
             canary_ready=canary is not None and canary.available,
             canary_ready_replicas=canary.ready if canary is not None else None,
             stable_ready=stable is not None and stable.available,
             stable_replicas=self._stable_replicas(md, stable),
             broken=build.failure if build is not None else None,
-            waiting_on=waiting,
+            waiting_on=trouble.message if trouble is not None else None,
         )
+
+    def _pod_trouble(
+        self, md: ModelDeployment, workloads: dict[str, Workload]
+    ) -> PodTrouble | None:
+        """Why the spec's revision's pods are not ready, while they are not."""
+        revision = compute_revision(md.spec)
+        starting = workloads.get(revision)
+        if starting is None or starting.available:
+            return None
+        deployment = self.cluster.get("apps/v1", "Deployment", md.metadata.namespace, starting.name)
+        return pod_trouble(self.cluster, md, revision, deployment)
 
     def _stable_replicas(self, md: ModelDeployment, stable: Workload | None) -> int:
         scaling = md.spec.autoscaling
@@ -403,6 +413,22 @@ def _refused_pods(obj: dict[str, Any], exc: ClusterError) -> Condition:
         message=f"the API server refused {obj['kind']} {obj['metadata']['name']}: {message}; "
         "fix the field of spec.runtime it names",
     )
+
+
+def _pods_condition(
+    md: ModelDeployment, workloads: dict[str, Workload], trouble: PodTrouble | None
+) -> Condition:
+    """PodsReady: the spec's revision's pods, or why Kubernetes says they are not ready."""
+    workload = workloads.get(compute_revision(md.spec))
+    if trouble is not None:
+        return Condition(
+            type="PodsReady", status="False", reason=trouble.reason, message=trouble.message
+        )
+    if workload is not None and workload.available:
+        return Condition(type="PodsReady", status="True", reason="Ready")
+    if workload is not None and workload.replicas == 0:
+        return Condition(type="PodsReady", status="True", reason="ScaledToZero")
+    return Condition(type="PodsReady", status="Unknown", reason="Starting")
 
 
 def _archive_condition(
