@@ -377,3 +377,19 @@ def test_revision_changes_only_with_what_the_pods_run(change: dict[str, Any], sa
     before = parse_model_deployment(merged(BASE, {"status": None}))
     after = parse_model_deployment(merged(BASE, {"spec": change, "status": None}))
     assert (compute_revision(before.spec) == compute_revision(after.spec)) is same
+
+
+def test_the_revision_is_the_same_for_the_file_and_what_the_api_server_stores() -> None:
+    # The API server stores a YAML 0.0 as JSON 0: both must name the same pods.
+    written = merged(
+        BASE, {"status": None, "spec": {"model": {"sampleInput": {"input": [[0.0, 1.5]]}}}}
+    )
+    stored = merged(
+        BASE, {"status": None, "spec": {"model": {"sampleInput": {"input": [[0, 1.5]]}}}}
+    )
+    changed = merged(
+        BASE, {"status": None, "spec": {"model": {"sampleInput": {"input": [[0.5, 1.5]]}}}}
+    )
+    revision = compute_revision(parse_model_deployment(written).spec)
+    assert compute_revision(parse_model_deployment(stored).spec) == revision
+    assert compute_revision(parse_model_deployment(changed).spec) != revision

@@ -88,8 +88,20 @@ def compute_revision(spec: ModelDeploymentSpec) -> str:
         "model": spec.model.model_dump(mode="json", by_alias=True),
         "runtime": spec.runtime.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
     }
-    canonical = json.dumps(pod_shaping, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(_canonical_numbers(pod_shaping), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _canonical_numbers(value: Any) -> Any:
+    """`value` with integral floats as ints: a YAML `0.0` is stored by the API server as `0`,
+    and the revision must be the same whichever a reader parsed."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_numbers(v) for v in value]
+    return value
 
 
 PATTERN_HINTS = {
