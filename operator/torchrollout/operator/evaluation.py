@@ -38,9 +38,12 @@ import httpx
 
 from torchrollout.archive.errors import FetchError
 from torchrollout.archive.fetch import open_source
+from torchrollout.engine import CheckMeasurements, Measurement
 from torchrollout.render import names
+from torchrollout.spec.checks import ResolvedCheck, Template
 from torchrollout.spec.document import ModelDeployment
 from torchrollout.spec.resource import EvaluationSpec
+from torchrollout.spec.status import Condition
 
 SERVICE_URL = "http://{service}.{namespace}.svc:{port}"
 MAX_DATASET_BYTES = 256 << 20  # the dataset is held in memory
@@ -305,3 +308,31 @@ class EvaluationSender:
         """Finish the batches already submitted (each request has a timeout), then stop."""
         self._pool.shutdown(wait=True)
         self.client.close()
+
+
+# Checks that count labeled evaluation traffic.
+LABELED_TEMPLATES = frozenset({Template.ACCURACY, Template.MEAN_ABSOLUTE_ERROR})
+
+
+def without_labels(
+    measured: dict[str, CheckMeasurements],
+    checks: list[ResolvedCheck],
+    problem: EvaluationProblem,
+) -> dict[str, CheckMeasurements]:
+    """Measurements with every label-based check an Error: without labeled traffic they say
+    nothing about the model, so onError applies, never a Failed or Inconclusive tick."""
+    failed = Measurement.error(f"evaluation data unavailable: {problem.message}")
+    labeled = {c.name for c in checks if c.template in LABELED_TEMPLATES}
+    return {
+        name: CheckMeasurements(canary=failed, stable=failed) if name in labeled else m
+        for name, m in measured.items()
+    }
+
+
+def evaluation_condition(problem: EvaluationProblem | None) -> Condition:
+    """EvaluationReady: labeled traffic went out, or why it could not."""
+    if problem is None:
+        return Condition(type="EvaluationReady", status="True", reason="Sent")
+    return Condition(
+        type="EvaluationReady", status="False", reason=problem.reason, message=problem.message
+    )

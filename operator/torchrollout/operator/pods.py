@@ -5,6 +5,7 @@ server refused: a missing ServiceAccount, a quota, the namespace's Pod Security 
 scheduler's `Unschedulable` (no node with the GPUs, selector or tolerations asked for) and the
 kubelet's waiting reasons (a missing Secret or ConfigMap, an image that cannot be pulled, a
 container that keeps crashing). Only an explanation: a cluster that cannot tell gives None.
+The conditions `PodsReady` and `PodSettingsValid` report them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchrollout.operator.cluster import ClusterApi, ClusterError
+from torchrollout.operator.routers import Workload
 from torchrollout.render import names
-from torchrollout.spec.document import ModelDeployment
+from torchrollout.spec.document import ModelDeployment, compute_revision
+from torchrollout.spec.status import Condition
 
 # What to fix for each kind of trouble.
 FIXES = {
@@ -90,3 +93,31 @@ def pod_trouble(
         if found is not None:
             return found
     return None
+
+
+def pods_condition(
+    md: ModelDeployment, workloads: dict[str, Workload], trouble: PodTrouble | None
+) -> Condition:
+    """PodsReady: the spec's revision's pods, or why Kubernetes says they are not ready."""
+    workload = workloads.get(compute_revision(md.spec))
+    if trouble is not None:
+        return Condition(
+            type="PodsReady", status="False", reason=trouble.reason, message=trouble.message
+        )
+    if workload is not None and workload.available:
+        return Condition(type="PodsReady", status="True", reason="Ready")
+    if workload is not None and workload.replicas == 0:
+        return Condition(type="PodsReady", status="True", reason="ScaledToZero")
+    return Condition(type="PodsReady", status="Unknown", reason="Starting")
+
+
+def refused_condition(obj: dict[str, Any], exc: ClusterError) -> Condition:
+    """PodSettingsValid=False: the API server refused the pods `spec.runtime` describes."""
+    message = str(exc).replace("spec.template.spec.", "spec.runtime.")
+    return Condition(
+        type="PodSettingsValid",
+        status="False",
+        reason="Refused",
+        message=f"the API server refused {obj['kind']} {obj['metadata']['name']}: {message}; "
+        "fix the field of spec.runtime it names",
+    )

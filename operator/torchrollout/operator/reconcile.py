@@ -18,25 +18,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 from torchrollout.engine import (
-    CheckMeasurements,
     Decision,
     Event,
-    Measurement,
     Observation,
     decide,
     tick_due,
 )
 from torchrollout.errors import SpecError
 from torchrollout.metrics import MetricProvider, measure_tick, rollout_targets
-from torchrollout.operator.archives import BuildState, read_build
+from torchrollout.operator.archives import (
+    BuildState,
+    archive_condition,
+    current_build,
+    drop_superseded_builds,
+)
 from torchrollout.operator.cluster import ClusterApi, ClusterError, KindNotInstalled, apply
-from torchrollout.operator.evaluation import EvaluationSender
-from torchrollout.operator.pods import PodTrouble, pod_trouble
+from torchrollout.operator.evaluation import (
+    EvaluationSender,
+    evaluation_condition,
+    without_labels,
+)
+from torchrollout.operator.pods import PodTrouble, pod_trouble, pods_condition, refused_condition
 from torchrollout.operator.routers import Workload, router_for
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
-from torchrollout.render.workload import ARCHIVE_OF_LABEL
-from torchrollout.spec.checks import Template
 from torchrollout.spec.document import (
     API_VERSION,
     KIND,
@@ -47,8 +52,6 @@ from torchrollout.spec.document import (
 from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase, without_nulls
 
 EventSink = Callable[[dict[str, Any], Event], None]
-# Checks that count labeled evaluation traffic.
-LABELED_TEMPLATES = frozenset({Template.ACCURACY, Template.MEAN_ABSOLUTE_ERROR})
 IDLE_RESYNC = 60.0
 
 
@@ -102,7 +105,7 @@ class Reconciler:
         extra_conditions: list[Condition] = []
         measured = False
         decision: Decision | None = None
-        build = self._build(md)
+        build = current_build(self.cluster, md, self._store(md))
         if build is not None and build.record is not None:
             md = md.model_copy(update={"status": md.status.with_archive(build.record)})
             events.append(
@@ -135,10 +138,10 @@ class Reconciler:
             if decision.requeue_after != 0 or not decision.transitions:
                 break
         assert decision is not None
-        extra_conditions.append(_archive_condition(md, workloads, build))
-        extra_conditions.append(_pods_condition(md, workloads, self._pod_trouble(md, workloads)))
-        evaluation = self._evaluation_condition(md)
-        if evaluation is not None:
+        extra_conditions.append(archive_condition(md, workloads, build))
+        extra_conditions.append(pods_condition(md, workloads, self._pod_trouble(md, workloads)))
+        if self.evaluation is not None and md.spec.canary.evaluation is not None:
+            evaluation = evaluation_condition(self.evaluation.problem(md))
             extra_conditions.append(evaluation)
             before = next((c for c in md.status.conditions if c.type == "EvaluationReady"), None)
             if evaluation.status == "False" and (
@@ -197,23 +200,6 @@ class Reconciler:
     def _store(self, md: ModelDeployment) -> str | None:
         return md.spec.archive.store or self.archive_store
 
-    def _build(self, md: ModelDeployment) -> BuildState | None:
-        """The spec's revision's build Job, when it uses a store and its archive is not known."""
-        store = self._store(md)
-        revision = compute_revision(md.spec)
-        if store is None or md.status.archive_for(revision) is not None:
-            return None
-        state = read_build(self.cluster, md, revision, store)
-        retry = md.requests().get("retry")
-        retried = retry is not None and retry != md.status.handled_requests.get("retry")
-        if state.record is not None or state.stale or (state.failure and retried):
-            # Its result is read (or lost with its pod, or a retry asks for a new build):
-            # the Job is made again if still needed.
-            self.cluster.delete("batch/v1", "Job", md.metadata.namespace, state.job)
-            if state.record is None:
-                return BuildState(job=state.job)
-        return state
-
     def _observe(
         self, md: ModelDeployment, workloads: dict[str, Workload], build: BuildState | None
     ) -> Observation:
@@ -266,26 +252,7 @@ class Reconciler:
         checks = md.spec.canary.analysis.resolved_checks()
         measured = measure_tick(self.provider, checks, canary=canary, stable=stable)
         problem = self.evaluation.problem(md) if self.evaluation is not None else None
-        if problem is None:
-            return measured
-        # Without labeled traffic, label-based checks measure nothing about the model: an
-        # Error (onError applies), never a Failed or Inconclusive tick.
-        failed = Measurement.error(f"evaluation data unavailable: {problem.message}")
-        labeled = {c.name for c in checks if c.template in LABELED_TEMPLATES}
-        return {
-            name: CheckMeasurements(canary=failed, stable=failed) if name in labeled else m
-            for name, m in measured.items()
-        }
-
-    def _evaluation_condition(self, md: ModelDeployment) -> Condition | None:
-        if self.evaluation is None or md.spec.canary.evaluation is None:
-            return None
-        problem = self.evaluation.problem(md)
-        if problem is None:
-            return Condition(type="EvaluationReady", status="True", reason="Sent")
-        return Condition(
-            type="EvaluationReady", status="False", reason=problem.reason, message=problem.message
-        )
+        return measured if problem is None else without_labels(measured, checks, problem)
 
     # -- apply -----------------------------------------------------------------------
 
@@ -302,7 +269,7 @@ class Reconciler:
                 apply(self.cluster, obj)
             except ClusterError as exc:
                 if exc.status == 422 and obj["kind"] in {"Deployment", "Job"}:
-                    conditions.append(_refused_pods(obj, exc))
+                    conditions.append(refused_condition(obj, exc))
                     continue
                 if not isinstance(exc, KindNotInstalled):
                     raise
@@ -329,15 +296,7 @@ class Reconciler:
                     {"spec": {"replicas": replicas}},
                 )
         if self._store(md) is not None:
-            # Builds of revisions the spec has moved on from are not needed any more.
-            for job in self.cluster.list(
-                "batch/v1", "Job", md.metadata.namespace, {ARCHIVE_OF_LABEL: md.metadata.name}
-            ):
-                revision = job["metadata"].get("labels", {}).get(names.REVISION_LABEL)
-                if revision != compute_revision(md.spec):
-                    self.cluster.delete(
-                        "batch/v1", "Job", md.metadata.namespace, job["metadata"]["name"]
-                    )
+            drop_superseded_builds(self.cluster, md)
         for workload in workloads.values():
             if workload.revision not in planned.keep:
                 for kind, api in (("Deployment", "apps/v1"), ("ConfigMap", "v1")):
@@ -401,77 +360,6 @@ class Reconciler:
         self.post_event(body, event)
         self.metrics.reconcile_errors.labels("invalid-spec").inc()
         return Outcome(requeue_after=None, status_written=True, events=[event])
-
-
-def _refused_pods(obj: dict[str, Any], exc: ClusterError) -> Condition:
-    """PodSettingsValid=False: the API server refused the pods `spec.runtime` describes."""
-    message = str(exc).replace("spec.template.spec.", "spec.runtime.")
-    return Condition(
-        type="PodSettingsValid",
-        status="False",
-        reason="Refused",
-        message=f"the API server refused {obj['kind']} {obj['metadata']['name']}: {message}; "
-        "fix the field of spec.runtime it names",
-    )
-
-
-def _pods_condition(
-    md: ModelDeployment, workloads: dict[str, Workload], trouble: PodTrouble | None
-) -> Condition:
-    """PodsReady: the spec's revision's pods, or why Kubernetes says they are not ready."""
-    workload = workloads.get(compute_revision(md.spec))
-    if trouble is not None:
-        return Condition(
-            type="PodsReady", status="False", reason=trouble.reason, message=trouble.message
-        )
-    if workload is not None and workload.available:
-        return Condition(type="PodsReady", status="True", reason="Ready")
-    if workload is not None and workload.replicas == 0:
-        return Condition(type="PodsReady", status="True", reason="ScaledToZero")
-    return Condition(type="PodsReady", status="Unknown", reason="Starting")
-
-
-def _archive_condition(
-    md: ModelDeployment, workloads: dict[str, Workload], build: BuildState | None
-) -> Condition:
-    """ArchiveReady: the revision's archive is in the store, or a pod got past building it."""
-    status = md.status
-    revision = compute_revision(md.spec)
-    record = status.archive_for(revision)
-    if record is not None and md.spec.archive.store in {None, record.store}:
-        return Condition(
-            type="ArchiveReady",
-            status="True",
-            reason="Stored",
-            message=f"{record.store} holds the archive (sha256 {record.sha256})",
-        )
-    if build is not None and build.failure is not None:
-        return Condition(
-            type="ArchiveReady", status="False", reason="BuildFailed", message=build.failure
-        )
-    if build is not None:
-        return Condition(
-            type="ArchiveReady",
-            status="Unknown",
-            reason="Building",
-            message=f"build Job {build.job} is running"
-            if build.running
-            else f"build Job {build.job} starts when the revision is rolled out",
-        )
-    workload = workloads.get(revision)
-    if workload is not None and workload.ready > 0:
-        return Condition(type="ArchiveReady", status="True", reason="Built")
-    gave_up = status.phase is Phase.FAILED or "not ready within" in (status.rollback_reason or "")
-    if gave_up and status.phase in {Phase.FAILED, Phase.ROLLED_BACK}:
-        deployment = names.revision_name(md, compute_revision(md.spec))
-        return Condition(
-            type="ArchiveReady",
-            status="False",
-            reason="NotReadyInTime",
-            message="no pod of the revision became ready: the init container's archive build "
-            f"says which step failed (kubectl logs deploy/{deployment} -c archive)",
-        )
-    return Condition(type="ArchiveReady", status="Unknown", reason="Building")
 
 
 def _with_conditions(
