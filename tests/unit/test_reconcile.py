@@ -317,3 +317,37 @@ def test_unreachable_evaluation_data_is_an_error_of_its_own_not_a_model_failure(
     assert str(missing) in ready["message"]
     warnings = [e for e in world.events if e.reason == "EvaluationFailed"]
     assert len(warnings) == 1  # said once, not every tick
+
+
+def test_a_step_whole_pods_cannot_give_is_said_once_with_what_would() -> None:
+    world, _, canary = canary_world()  # one stable replica, replicas router
+    world.metrics(canary, 0.93)
+    world.reconcile(1)
+    status = world.status()
+    assert status["stepIndex"] == 0
+    share = next(c for c in status["conditions"] if c["type"] == "TrafficShare")
+    assert (share["status"], share["reason"]) == ("False", "ReplicaGranularity")
+    step = parse_model_deployment(world.body()).spec.canary.steps[0]
+    assert f"step {step}% gives 50%" in share["message"]
+    assert "stable replicas would give" in share["message"]
+    assert status["canaryWeight"] == 50  # what the pods give, not what the step asked
+    world.reconcile(1)
+    coarse = [e for e in world.events if e.reason == "CoarseTrafficShare"]
+    assert len(coarse) == 1
+
+
+def test_a_step_the_replicas_realise_raises_no_warning() -> None:
+    world = World(spec={"runtime": {"replicas": 9}, "canary": {"steps": [10, 50]}})
+    world.reconcile()
+    world.ready(world.revision())
+    world.reconcile(1)
+    world.set_spec(model={"version": "3.0.0"})
+    world.reconcile(1)
+    world.ready(world.revision())
+    world.reconcile(1)
+    status = world.status()
+    assert status["stepIndex"] == 0
+    share = next(c for c in status["conditions"] if c["type"] == "TrafficShare")
+    assert (share["status"], share["reason"]) == ("True", "AsStepped")
+    assert status["canaryWeight"] == 10
+    assert not [e for e in world.events if e.reason == "CoarseTrafficShare"]

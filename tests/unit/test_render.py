@@ -9,7 +9,15 @@ import kubernetes_validate
 import pytest
 
 from tests.unit.builders import GOOD, resource, status_after, tick
-from torchrollout.render import canary_replicas_for, plan, replica_weight, route_weight
+from torchrollout.render import (
+    canary_replicas_for,
+    plan,
+    replica_router_canary,
+    replica_share,
+    replica_weight,
+    replicas_for_share,
+    route_weight,
+)
 from torchrollout.spec import compute_revision, load_model_deployment
 from torchrollout.spec.status import ArchiveRecord
 
@@ -89,7 +97,7 @@ def test_during_a_canary_services_split_and_deployments_scale() -> None:
     assert selectors["fraud-canary"]["torchrollout.io/revision"] == canary
     (deployment,) = kinds["Deployment"]  # only the spec's revision is rendered
     assert deployment["metadata"]["name"] == f"fraud-{canary}"
-    assert deployment["spec"]["replicas"] == 2  # ceil(4 x 50%)
+    assert deployment["spec"]["replicas"] == 4  # replicas router: 4 beside 4 stable is 50%
     assert planned.scale == {f"fraud-{stable}": 4}
 
 
@@ -279,3 +287,31 @@ def test_pods_of_a_built_revision_fetch_and_verify_the_stored_archive() -> None:
     ]
     (claim,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert claim["persistentVolumeClaim"] == {"claimName": "archives", "readOnly": True}
+
+
+@pytest.mark.parametrize(
+    ("stable", "step", "canary", "share", "honest"),
+    [
+        (1, 1, 1, 50, False),  # one pod beside one: half the traffic, whatever the step
+        (4, 10, 1, 20, False),
+        (4, 50, 4, 50, True),
+        (9, 10, 1, 10, True),
+        (20, 5, 1, 5, True),
+        (10, 25, 3, 23, True),
+        (2, 60, 3, 60, True),
+    ],
+)
+def test_the_replica_router_sizes_the_canary_for_its_share_of_pods_and_says_when_it_cannot(
+    stable: int, step: int, canary: int, share: int, honest: bool
+) -> None:
+    assert replica_router_canary(stable, step) == canary
+    realised = replica_share(stable, step)
+    assert (realised.share, realised.honest) == (share, honest)
+    assert f"gives {share}%" in realised.describe()
+
+
+@pytest.mark.parametrize(("step", "replicas"), [(1, 15), (5, 9), (10, 6), (25, 3), (50, 1)])
+def test_the_fewest_replicas_that_realise_a_step(step: int, replicas: int) -> None:
+    assert replicas_for_share(step) == replicas
+    assert replica_share(replicas, step).honest
+    assert not replica_share(replicas - 1, step).honest or replicas == 1

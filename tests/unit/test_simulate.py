@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 POLICIES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 
@@ -108,3 +109,24 @@ def test_validate_reports_each_file(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "good-canary.yaml: ok, fraud-lstm version 2.0.0 revision" in done.stdout
     assert "spec.model: required field is missing" in done.stderr
+
+
+def test_validate_warns_of_steps_whole_replicas_cannot_give(tmp_path: Path) -> None:
+    coarse = tmp_path / "coarse.yaml"
+    text = (POLICIES / "good-canary.yaml").read_text()
+    document = yaml.safe_load(text)
+    document["spec"]["runtime"] = {"replicas": 4}
+    document["spec"]["canary"]["steps"] = [10, 50]
+    coarse.write_text(yaml.safe_dump(document))
+    done = subprocess.run(
+        [sys.executable, "-m", "torchrollout", "validate", str(coarse)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0  # a warning, not an error
+    assert "step 10% gives 20% with the replicas router (1 canary pod beside 4 stable)" in (
+        done.stderr
+    )
+    assert "6 would give 10% within 5 points" in done.stderr
+    assert "step 50%" not in done.stderr  # 4 beside 4 is 50%

@@ -84,8 +84,12 @@ def status(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = Non
         f"Phase:    {st.get('phase', 'Pending')}",
         f"Stable:   {st.get('stableVersion') or '-'} ({st.get('stableRevision') or '-'})",
         f"Canary:   {st.get('canaryVersion') or '-'} ({st.get('canaryRevision') or '-'})",
-        f"Weight:   {st.get('canaryWeight', 0)}%"
-        + (f"  (step {step + 1}/{len(steps)})" if step is not None else ""),
+        f"Weight:   {st.get('canaryWeight', 0)}% of traffic"
+        + (
+            f"  (step {step + 1}/{len(steps)} asks {steps[min(step, len(steps) - 1)]}%)"
+            if step is not None
+            else ""
+        ),
         f"Message:  {st.get('message', '')}",
     ]
     analysis = st.get("analysis") or {}

@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from torchrollout.errors import FieldProblem, SpecError, TicksError
-from torchrollout.render import plan
+from torchrollout.render import SHARE_TOLERANCE, plan, replica_share, replicas_for_share
 from torchrollout.simulation import (
     SIMULATION_START,
     load_resource,
@@ -63,7 +63,24 @@ def validate(
         revision = compute_revision(resource.spec)
         version = resource.spec.model.version
         typer.echo(f"{path}: ok, {resource.metadata.name} version {version} revision {revision}")
+        for warning in _share_warnings(resource):
+            typer.echo(f"{path}: warning: {warning}", err=True)
     raise typer.Exit(1 if invalid else 0)
+
+
+def _share_warnings(resource: ModelDeployment) -> list[str]:
+    """Steps the replicas router cannot give with the configured replicas (whole pods)."""
+    if resource.spec.traffic.router != "replicas":
+        return []
+    replicas = _default_replicas(resource)
+    coarse = [replica_share(replicas, step) for step in resource.spec.canary.steps]
+    return [
+        f"{share.describe()} at {replicas} stable replica{'s' if replicas != 1 else ''}; "
+        f"{replicas_for_share(share.step)} would give {share.step}% within {SHARE_TOLERANCE} "
+        "points, or use router gateway-api"
+        for share in coarse
+        if not share.honest
+    ]
 
 
 def render(

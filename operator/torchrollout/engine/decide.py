@@ -413,8 +413,8 @@ class _Run:
             step_index=index,
             step_started_at=self.now,
             analysis=self.status.analysis.model_copy(update={"last_tick": self.now}),
-            message=f"canary {self.version} at step {index + 1}/{len(self.spec.canary.steps)}: "
-            f"{weight}% of traffic",
+            message=f"canary {self.version} at step {index + 1}/{len(self.spec.canary.steps)} "
+            f"(asks {weight}% of traffic)",
         )
         self.event("Normal", "StepAdvanced", f"{why}; {self.status.message}")
         self.requeue(self.spec.canary.interval_seconds)

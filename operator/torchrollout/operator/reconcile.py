@@ -39,7 +39,7 @@ from torchrollout.operator.evaluation import (
     without_labels,
 )
 from torchrollout.operator.pods import PodTrouble, pod_trouble, pods_condition, refused_condition
-from torchrollout.operator.routers import Workload, router_for
+from torchrollout.operator.routers import Workload, router_for, share_condition
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
 from torchrollout.spec.document import (
@@ -139,6 +139,14 @@ class Reconciler:
                 break
         assert decision is not None
         extra_conditions.append(archive_condition(md, workloads, build))
+        share = share_condition(md, observation.stable_replicas)
+        if share is not None:
+            extra_conditions.append(share)
+            before = next((c for c in md.status.conditions if c.type == "TrafficShare"), None)
+            if share.status == "False" and (
+                before is None or (before.status, before.message) != ("False", share.message)
+            ):
+                events.append(Event("Warning", "CoarseTrafficShare", share.message))
         extra_conditions.append(pods_condition(md, workloads, self._pod_trouble(md, workloads)))
         if self.evaluation is not None and md.spec.canary.evaluation is not None:
             evaluation = evaluation_condition(self.evaluation.problem(md))

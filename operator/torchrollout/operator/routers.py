@@ -11,10 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from torchrollout.engine import desired_weight
 from torchrollout.operator.cluster import ClusterApi
-from torchrollout.render import replica_weight, route_weight
+from torchrollout.render import (
+    SHARE_TOLERANCE,
+    replica_share,
+    replica_weight,
+    replicas_for_share,
+    route_weight,
+)
 from torchrollout.render.traffic import GATEWAY_API
 from torchrollout.spec.document import ModelDeployment
+from torchrollout.spec.status import Condition, Phase
 
 
 @dataclass(frozen=True)
@@ -73,3 +81,29 @@ def router_for(md: ModelDeployment, cluster: ClusterApi) -> Router:
     if md.spec.traffic.router == "gateway-api":
         return GatewayApiRouter(cluster)
     return ReplicasRouter()
+
+
+def share_condition(md: ModelDeployment, stable_replicas: int) -> Condition | None:
+    """TrafficShare, for the replicas router: whether whole pods can give the current step.
+
+    False (reason ReplicaGranularity) names the share the pods really give and how to get
+    nearer; the status's canaryWeight already reports what was achieved.
+    """
+    if md.spec.traffic.router != "replicas":
+        return None
+    status = md.status
+    if not status.canary_active or status.phase is not Phase.PROGRESSING:
+        return Condition(type="TrafficShare", status="True", reason="NoCanaryStep")
+    step = desired_weight(md.spec, status)
+    if step <= 0:
+        return Condition(type="TrafficShare", status="True", reason="NoCanaryStep")
+    realised = replica_share(stable_replicas, step)
+    if realised.honest:
+        return Condition(type="TrafficShare", status="True", reason="AsStepped")
+    return Condition(
+        type="TrafficShare",
+        status="False",
+        reason="ReplicaGranularity",
+        message=f"{realised.describe()}; {replicas_for_share(step)} stable replicas would give "
+        f"{step}% within {SHARE_TOLERANCE} points, or use a weighted router (gateway-api)",
+    )

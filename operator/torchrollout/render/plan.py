@@ -22,6 +22,7 @@ from torchrollout.render.traffic import (
     render_http_route,
     render_pdb,
     render_services,
+    replica_router_canary,
 )
 from torchrollout.render.workload import (
     render_archive_job,
@@ -61,7 +62,9 @@ def canary_replicas(md: ModelDeployment, *, stable_replicas: int) -> int:
         return canary_replicas_for(stable_replicas, steps[min(status.step_index, len(steps) - 1)])
     # Before its first step the canary starts at its first step's size, to become ready.
     weight = desired_weight(md.spec, status) or md.spec.canary.steps[0]
-    return canary_replicas_for(stable_replicas, weight)
+    if md.spec.traffic.router == "replicas":
+        return replica_router_canary(stable_replicas, weight)  # its share of pods is the weight
+    return canary_replicas_for(stable_replicas, weight)  # capacity for its share of traffic
 
 
 def _needs_pods(md: ModelDeployment, revision: str) -> bool:

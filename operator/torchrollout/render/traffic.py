@@ -9,6 +9,7 @@ selectors and restarts no pod. The `gateway-api` router weights `NAME-stable` an
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from torchrollout.render import names
@@ -18,16 +19,67 @@ GATEWAY_API = "gateway.networking.k8s.io/v1"
 
 
 def canary_replicas_for(stable_replicas: int, weight: int) -> int:
-    """Replicas that give the canary `weight` percent next to the stable's (at least 1)."""
+    """Replicas that carry `weight` percent of the traffic a weighted router sends the canary,
+    sized like the stable's (at least 1)."""
     if weight <= 0:
         return 0
     return max(1, math.ceil(stable_replicas * weight / 100))
+
+
+def replica_router_canary(stable_replicas: int, weight: int) -> int:
+    """Canary replicas whose share of all ready pods is as near `weight` as whole pods allow
+    (the replicas router's split): c / (stable + c) ~ weight, so c = stable * w / (100 - w)."""
+    if weight <= 0:
+        return 0
+    if weight >= 100:
+        return stable_replicas
+    return max(1, round(stable_replicas * weight / (100 - weight)))
 
 
 def replica_weight(*, stable_ready: int, canary_ready: int) -> int:
     """The canary's share of traffic when a Service spreads it over ready pods."""
     total = stable_ready + canary_ready
     return round(100 * canary_ready / total) if total else 0
+
+
+# Points of traffic a replica-router share may differ from its step before the resource says so.
+SHARE_TOLERANCE = 5
+
+
+@dataclass(frozen=True)
+class ReplicaShare:
+    """What a step becomes with the replicas router: whole pods, so a coarse share."""
+
+    step: int
+    canary_pods: int
+    stable_pods: int
+
+    @property
+    def share(self) -> int:
+        return replica_weight(stable_ready=self.stable_pods, canary_ready=self.canary_pods)
+
+    @property
+    def honest(self) -> bool:
+        return abs(self.share - self.step) <= SHARE_TOLERANCE
+
+    def describe(self) -> str:
+        return (
+            f"step {self.step}% gives {self.share}% with the replicas router "
+            f"({self.canary_pods} canary pod{'s' if self.canary_pods != 1 else ''} beside "
+            f"{self.stable_pods} stable)"
+        )
+
+
+def replica_share(stable_replicas: int, step: int) -> ReplicaShare:
+    return ReplicaShare(step, replica_router_canary(stable_replicas, step), stable_replicas)
+
+
+def replicas_for_share(step: int) -> int:
+    """The fewest stable replicas with which the replicas router realises `step` honestly."""
+    replicas = 1
+    while not replica_share(replicas, step).honest:
+        replicas += 1
+    return replicas
 
 
 def _service(md: ModelDeployment, name: str, selector: dict[str, str]) -> dict[str, Any]:
