@@ -315,3 +315,62 @@ def test_changing_the_replica_count_scales_the_stable_in_place_without_a_canary(
     status = status_of(md_api, namespace)
     assert (status["phase"], status.get("canaryVersion")) == ("Succeeded", None)
     assert [h["version"] for h in status["history"]] == ["1.0.0"]
+
+
+def test_a_route_the_gateway_rejects_says_so_and_moves_no_traffic(
+    operator_process: OperatorProcess,
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    api_client: client.ApiClient,
+    exporter: Exporter,
+    namespace: str,
+) -> None:
+    traffic = {"router": "gateway-api", "gatewayRef": {"name": "edge", "namespace": "gateways"}}
+    deploy_stable(kubectl, md_api, exporter, namespace, traffic=traffic)
+    # No metrics for the canary: every 2s tick is Inconclusive and the canary holds its step,
+    # so each tick reads the route again.
+    held = {"interval": "2s", "analysis": {"inconclusiveLimit": 30}}
+    canary = model_deployment(namespace, "2.0.0", traffic=traffic, canary=held)
+    kubectl.apply(dump(canary))
+    eventually(lambda: phase_is(md_api, namespace, "Progressing", canaryWeight=20), timeout=20)
+    # What a Gateway controller writes when a listener does not take the route.
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
+        "gateway.networking.k8s.io",
+        "v1",
+        namespace,
+        "httproutes",
+        "fraud",
+        {
+            "status": {
+                "parents": [
+                    {
+                        "parentRef": {"name": "edge", "namespace": "gateways"},
+                        "controllerName": "example.com/gateway-controller",
+                        "conditions": [
+                            {
+                                "type": "Accepted",
+                                "status": "False",
+                                "reason": "NotAllowedByListeners",
+                                "message": "no listener allows routes from this namespace",
+                                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                                "observedGeneration": 1,
+                            }
+                        ],
+                    }
+                ]
+            }
+        },
+    )
+
+    def rejected() -> bool:
+        status = status_of(md_api, namespace)
+        router = next(c for c in status["conditions"] if c["type"] == "RouterReady")
+        return router["reason"] == "RouteNotAccepted" and status["canaryWeight"] == 0
+
+    eventually(rejected, timeout=20)
+    router = next(
+        c for c in status_of(md_api, namespace)["conditions"] if c["type"] == "RouterReady"
+    )
+    assert router["status"] == "False"
+    assert "NotAllowedByListeners" in router["message"]
+    assert "spec.traffic.gatewayRef" in router["message"]

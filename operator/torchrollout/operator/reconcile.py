@@ -39,9 +39,15 @@ from torchrollout.operator.evaluation import (
     without_labels,
 )
 from torchrollout.operator.pods import PodTrouble, pod_trouble, pods_condition, refused_condition
-from torchrollout.operator.routers import Workload, router_for, share_condition
+from torchrollout.operator.routers import (
+    Workload,
+    route_condition,
+    router_for,
+    share_condition,
+)
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
+from torchrollout.render.traffic import GATEWAY_API
 from torchrollout.spec.document import (
     API_VERSION,
     KIND,
@@ -314,9 +320,11 @@ class Reconciler:
         if md.spec.traffic.router == "gateway-api" and not any(
             c.type == "RouterReady" for c in conditions
         ):
-            conditions.append(
-                Condition(type="RouterReady", status="True", reason="HTTPRouteApplied")
+            route = self.cluster.get(
+                GATEWAY_API, "HTTPRoute", md.metadata.namespace, md.metadata.name
             )
+            if route is not None:
+                conditions.append(route_condition(route, md))
         return conditions
 
     def _achieved_weight(self, md: ModelDeployment, workloads: dict[str, Workload]) -> int:

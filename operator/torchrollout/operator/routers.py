@@ -9,7 +9,7 @@ by the HTTPRoute's backend weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from torchrollout.engine import desired_weight
 from torchrollout.operator.cluster import ClusterApi
@@ -72,9 +72,63 @@ class GatewayApiRouter:
         self, md: ModelDeployment, *, stable: Workload | None, canary: Workload | None
     ) -> int:
         route = self.cluster.get(GATEWAY_API, "HTTPRoute", md.metadata.namespace, md.metadata.name)
-        if route is None:
-            return 0
+        if route is None or route_condition(route, md).status == "False":
+            return 0  # a route the Gateway does not take moves no traffic
         return route_weight(route, md) or 0
+
+
+def _parent_conditions(route: dict[str, Any], md: ModelDeployment) -> dict[str, dict[str, Any]]:
+    """The conditions the Gateway named in `traffic.gatewayRef` reports on the route."""
+    ref = md.spec.traffic.gateway_ref
+    if ref is None:
+        return {}
+    namespace = ref.namespace or md.metadata.namespace
+    for parent in (route.get("status") or {}).get("parents") or []:
+        parent_ref = parent.get("parentRef") or {}
+        if (
+            parent_ref.get("name") == ref.name
+            and (parent_ref.get("namespace") or md.metadata.namespace) == namespace
+        ):
+            return {c.get("type"): c for c in parent.get("conditions") or []}
+    return {}
+
+
+def route_condition(route: dict[str, Any], md: ModelDeployment) -> Condition:
+    """RouterReady from what the Gateway says of the HTTPRoute: Accepted and ResolvedRefs."""
+    conditions = _parent_conditions(route, md)
+    gateway = md.spec.traffic.gateway_ref
+    name = gateway.name if gateway is not None else "?"
+    for kind, reason, fix in (
+        (
+            "Accepted",
+            "RouteNotAccepted",
+            "check spec.traffic.gatewayRef (name, namespace, sectionName) and hostnames against "
+            "the Gateway's listeners",
+        ),
+        (
+            "ResolvedRefs",
+            "BackendsNotResolved",
+            f"the Services {md.metadata.name}-stable and {md.metadata.name}-canary must be "
+            "allowed as backends (a ReferenceGrant across namespaces)",
+        ),
+    ):
+        found = conditions.get(kind)
+        if found is not None and found.get("status") == "False":
+            return Condition(
+                type="RouterReady",
+                status="False",
+                reason=reason,
+                message=f"Gateway {name} says {kind}=False ({found.get('reason', '')}: "
+                f"{found.get('message', '')}); {fix}. The stable keeps all traffic",
+            )
+    if conditions.get("Accepted", {}).get("status") == "True":
+        return Condition(type="RouterReady", status="True", reason="RouteAccepted")
+    return Condition(
+        type="RouterReady",
+        status="True",
+        reason="HTTPRouteApplied",
+        message=f"no report from Gateway {name} on the route yet",
+    )
 
 
 def router_for(md: ModelDeployment, cluster: ClusterApi) -> Router:
