@@ -308,6 +308,16 @@ def status_of(api: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
     return status
 
 
+def condition_of(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The status condition of type `kind`, empty when there is none."""
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def events_of(kubectl: Kubectl, namespace: str) -> str:
+    """Every Event message of the namespace, space-separated."""
+    return kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].message}").stdout
+
+
 def dump(body: dict[str, Any]) -> str:
     return yaml.safe_dump(body)
 

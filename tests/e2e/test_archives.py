@@ -20,8 +20,10 @@ from kubernetes import client
 from tests.archive import servers
 from tests.e2e.conftest import (
     OperatorProcess,
+    condition_of,
     deployments,
     dump,
+    events_of,
     model_deployment,
     phase_is,
     revision_of,
@@ -118,10 +120,6 @@ def _jobs(api_client: client.ApiClient, namespace: str) -> list[str]:
     return [j.metadata.name for j in found]
 
 
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
-
-
 def test_one_build_per_revision_pods_verify_its_digest_and_a_bad_build_rolls_back(
     operator_process: OperatorProcess,
     kubectl: Kubectl,
@@ -139,7 +137,7 @@ def test_one_build_per_revision_pods_verify_its_digest_and_a_bad_build_rolls_bac
     assert deployments(api_client, namespace) == {}  # no model pod before its archive
     eventually(
         lambda: (
-            _condition(status_of(md_api, namespace), "ArchiveReady").get("reason") == "Building"
+            condition_of(status_of(md_api, namespace), "ArchiveReady").get("reason") == "Building"
         ),
         timeout=10,
     )
@@ -154,7 +152,7 @@ def test_one_build_per_revision_pods_verify_its_digest_and_a_bad_build_rolls_bac
     status = status_of(md_api, namespace)
     assert status["history"][-1]["archiveDigest"] == digest
     assert status["archives"] == [{"revision": revision, "sha256": digest, "store": STORE}]
-    assert _condition(status, "ArchiveReady")["status"] == "True"
+    assert condition_of(status, "ArchiveReady")["status"] == "True"
     assert deployments(api_client, namespace) == {f"fraud-{revision}": 5}
     eventually(lambda: _jobs(api_client, namespace) == [], timeout=10)
 
@@ -202,9 +200,8 @@ def test_one_build_per_revision_pods_verify_its_digest_and_a_bad_build_rolls_bac
     eventually(lambda: phase_is(md_api, namespace, "RolledBack"), timeout=30)
     status = status_of(md_api, namespace)
     assert "sha256" in status["rollbackReason"], status["rollbackReason"]
-    failed = _condition(status, "ArchiveReady")
+    failed = condition_of(status, "ArchiveReady")
     assert (failed["status"], failed["reason"]) == ("False", "BuildFailed")
     assert "sha256" in failed["message"]
-    events = kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].message}").stdout
-    assert "archive build failed" in events
+    assert "archive build failed" in events_of(kubectl, namespace)
     assert deployments(api_client, namespace) == {f"fraud-{revision}": 3}

@@ -13,6 +13,7 @@ from tests.e2e.conftest import (
     BAD,
     GOOD,
     OperatorProcess,
+    condition_of,
     deploy_stable,
     deployments,
     dump,
@@ -364,13 +365,11 @@ def test_a_route_the_gateway_rejects_says_so_and_moves_no_traffic(
 
     def rejected() -> bool:
         status = status_of(md_api, namespace)
-        router = next(c for c in status["conditions"] if c["type"] == "RouterReady")
+        router = condition_of(status, "RouterReady")
         return router["reason"] == "RouteNotAccepted" and status["canaryWeight"] == 0
 
     eventually(rejected, timeout=20)
-    router = next(
-        c for c in status_of(md_api, namespace)["conditions"] if c["type"] == "RouterReady"
-    )
+    router = condition_of(status_of(md_api, namespace), "RouterReady")
     assert router["status"] == "False"
     assert "NotAllowedByListeners" in router["message"]
     assert "spec.traffic.gatewayRef" in router["message"]

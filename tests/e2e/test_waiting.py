@@ -13,9 +13,11 @@ from kubernetes import client
 from tests.e2e.conftest import (
     GOOD,
     OperatorProcess,
+    condition_of,
     deploy_stable,
     deployments,
     dump,
+    events_of,
     model_deployment,
     play,
     revision_of,
@@ -25,14 +27,6 @@ from tests.kube_emulator.fixtures import Kubectl, eventually
 from tests.support.exporter import Exporter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
-
-
-def _events(kubectl: Kubectl, namespace: str) -> str:
-    return kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].message}").stdout
 
 
 @pytest.mark.parametrize(
@@ -63,11 +57,11 @@ def test_pods_that_cannot_start_are_named_and_rolled_back_at_the_deadline(
     kubectl.apply(dump(canary))
 
     def waiting() -> bool:
-        condition = _condition(status_of(md_api, namespace), "PodsReady")
+        condition = condition_of(status_of(md_api, namespace), "PodsReady")
         return condition.get("reason") == reason
 
     eventually(waiting, timeout=20)  # before the deadline: what is wrong and what to fix
-    condition = _condition(status_of(md_api, namespace), "PodsReady")
+    condition = condition_of(status_of(md_api, namespace), "PodsReady")
     assert condition["status"] == "False"
     assert says in condition["message"]
     assert "spec.runtime." in condition["message"]
@@ -110,7 +104,7 @@ def test_an_unreachable_evaluation_dataset_pauses_without_blaming_the_model(
     status = status_of(md_api, namespace)
     assert status["pauseReason"] == "Error"
     assert status["analysis"]["failed"] == 0  # the model was never judged bad
-    ready = _condition(status, "EvaluationReady")
+    ready = condition_of(status, "EvaluationReady")
     assert (ready["status"], ready["reason"]) == ("False", "DatasetUnreachable")
     assert "https://127.0.0.1:9/eval.jsonl" in ready["message"]
-    assert "evaluation dataset https://127.0.0.1:9/eval.jsonl" in _events(kubectl, namespace)
+    assert "evaluation dataset https://127.0.0.1:9/eval.jsonl" in events_of(kubectl, namespace)

@@ -103,7 +103,8 @@ def test_a_restarted_operator_and_a_replica_change_build_nothing() -> None:
     assert world.status()["phase"] == "Succeeded"
 
 
-def test_a_failed_build_rolls_the_canary_back_at_once_with_the_log_tail() -> None:
+def failed_canary_build(message: str) -> tuple[World, str, str]:
+    """A stable revision built and serving, then a canary whose build Job failed with `message`."""
     world = store_world()
     stable = built(world)
     world.ready(stable)
@@ -111,11 +112,14 @@ def test_a_failed_build_rolls_the_canary_back_at_once_with_the_log_tail() -> Non
     world.set_spec(model={"version": "9.0.0"})
     canary = world.revision()
     world.reconcile(after=1)
-    world.cluster.finish_job(
-        f"{NAME}-{canary}", NS, message=f"fetched model.pt\n{TAIL}\n", succeeded=False
-    )
+    world.cluster.finish_job(f"{NAME}-{canary}", NS, message=message, succeeded=False)
     world.reconcile(after=1)
     world.reconcile(after=1)
+    return world, stable, canary
+
+
+def test_a_failed_build_rolls_the_canary_back_at_once_with_the_log_tail() -> None:
+    world, stable, canary = failed_canary_build(f"fetched model.pt\n{TAIL}\n")
     status = world.status()
     assert status["phase"] == "RolledBack"
     assert TAIL in status["rollbackReason"]
@@ -184,16 +188,7 @@ def test_pods_the_scheduler_cannot_place_are_named_when_the_deadline_passes() ->
 
 
 def test_a_retry_builds_a_failed_revision_again_and_a_new_version_drops_its_job() -> None:
-    world = store_world()
-    stable = built(world)
-    world.ready(stable)
-    world.reconcile(after=1)
-    world.set_spec(model={"version": "9.0.0"})
-    canary = world.revision()
-    world.reconcile(after=1)
-    world.cluster.finish_job(f"{NAME}-{canary}", NS, message=TAIL, succeeded=False)
-    world.reconcile(after=1)
-    world.reconcile(after=1)
+    world, _, _ = failed_canary_build(TAIL)
     assert world.status()["phase"] == "RolledBack"
     assert len(jobs(world)) == 1  # the failed build stays, for kubectl logs
 

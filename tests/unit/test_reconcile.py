@@ -82,9 +82,9 @@ class World:
         self.provider.table = table
 
 
-def deployed() -> World:
-    """A world whose first version (2.0.0) is deployed and stable."""
-    world = World()
+def deployed(**spec: Any) -> World:
+    """A world whose first version (2.0.0) is deployed and stable (`spec` merged in)."""
+    world = World(spec=spec) if spec else World()
     world.reconcile()
     world.ready(world.revision())
     world.reconcile(1)
@@ -118,8 +118,8 @@ def test_nothing_is_written_when_nothing_changed() -> None:
     assert outcome.status_written is False
 
 
-def canary_world() -> tuple[World, str, str]:
-    world = deployed()
+def canary_world(**spec: Any) -> tuple[World, str, str]:
+    world = deployed(**spec)
     stable = world.revision()
     world.set_spec(model={"version": "3.0.0"})
     world.reconcile(1)
@@ -337,13 +337,7 @@ def test_a_step_whole_pods_cannot_give_is_said_once_with_what_would() -> None:
 
 
 def test_a_step_the_replicas_realise_raises_no_warning() -> None:
-    world = World(spec={"runtime": {"replicas": 9}, "canary": {"steps": [10, 50]}})
-    world.reconcile()
-    world.ready(world.revision())
-    world.reconcile(1)
-    world.set_spec(model={"version": "3.0.0"})
-    world.reconcile(1)
-    world.ready(world.revision())
+    world, _, _ = canary_world(runtime={"replicas": 9}, canary={"steps": [10, 50]})
     world.reconcile(1)
     status = world.status()
     assert status["stepIndex"] == 0

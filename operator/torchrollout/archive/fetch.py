@@ -291,18 +291,25 @@ def s3_problem(exc: Exception, *, bucket: str, need: str) -> str:
 
 
 @contextmanager
+def s3_stream(client: Any, bucket: str, key: str) -> Iterator[Stream]:
+    """An S3 object's body as a Stream, closed on leaving; boto3's errors pass through."""
+    obj = client.get_object(Bucket=bucket, Key=key)
+    body = obj["Body"]
+    try:
+        yield Stream(body.iter_chunks(CHUNK), obj.get("ContentLength"))
+    finally:
+        body.close()
+
+
+@contextmanager
 def _open_s3(uri: str) -> Iterator[Stream]:
     bucket, key = split_s3_uri(uri)
     if not bucket or not key:
         raise FetchError(f"{uri}: expected s3://bucket/key")
     client = s3_client()
     try:
-        obj = client.get_object(Bucket=bucket, Key=key)
-        body = obj["Body"]
-        try:
-            yield Stream(body.iter_chunks(CHUNK), obj.get("ContentLength"))
-        finally:
-            body.close()
+        with s3_stream(client, bucket, key) as stream:
+            yield stream
     except s3_errors() as exc:
         raise FetchError(f"{uri}: {s3_problem(exc, bucket=bucket, need='s3:GetObject')}") from exc
     except OSError as exc:

@@ -54,6 +54,7 @@ from torchrollout.archive.fetch import (
     s3_error_code,
     s3_errors,
     s3_problem,
+    s3_stream,
     split_s3_uri,
     write_stream,
 )
@@ -223,12 +224,8 @@ class S3Backend:
     @contextmanager
     def open(self, key: str) -> Iterator[Stream]:
         try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            body = obj["Body"]
-            try:
-                yield Stream(body.iter_chunks(CHUNK), obj.get("ContentLength"))
-            finally:
-                body.close()
+            with s3_stream(self.client, self.bucket, self._key(key)) as stream:
+                yield stream
         except s3_errors() as exc:
             if s3_error_code(exc) in NOT_FOUND_CODES:
                 raise ArchiveMissing(f"no archive at {self.uri}/{key}") from exc

@@ -47,7 +47,6 @@ from torchrollout.operator.routers import (
 )
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import names, plan
-from torchrollout.render.traffic import GATEWAY_API
 from torchrollout.spec.document import (
     API_VERSION,
     KIND,
@@ -124,7 +123,7 @@ class Reconciler:
             )
         for _ in range(self.settle_limit):
             workloads = self._workloads(md)
-            observation = self._observe(md, workloads, build)
+            observation, trouble = self._observe(md, workloads, build)
             measurements = None
             if not measured and self._analysis_due(md, now):
                 started = time.perf_counter()
@@ -153,7 +152,7 @@ class Reconciler:
                 before is None or (before.status, before.message) != ("False", share.message)
             ):
                 events.append(Event("Warning", "CoarseTrafficShare", share.message))
-        extra_conditions.append(pods_condition(md, workloads, self._pod_trouble(md, workloads)))
+        extra_conditions.append(pods_condition(md, workloads, trouble))
         if self.evaluation is not None and md.spec.canary.evaluation is not None:
             evaluation = evaluation_condition(self.evaluation.problem(md))
             extra_conditions.append(evaluation)
@@ -216,14 +215,15 @@ class Reconciler:
 
     def _observe(
         self, md: ModelDeployment, workloads: dict[str, Workload], build: BuildState | None
-    ) -> Observation:
+    ) -> tuple[Observation, PodTrouble | None]:
+        """What the engine is told, and why the spec's revision's pods wait (if they do)."""
         spec_revision = compute_revision(md.spec)
         stable = workloads.get(md.status.stable_revision or spec_revision)
         canary = (
             workloads.get(spec_revision) if spec_revision != md.status.stable_revision else None
         )
         trouble = self._pod_trouble(md, workloads)
-        return Observation(
+        observation = Observation(
             canary_ready=canary is not None and canary.available,
             canary_ready_replicas=canary.ready if canary is not None else None,
             stable_ready=stable is not None and stable.available,
@@ -231,6 +231,7 @@ class Reconciler:
             broken=build.failure if build is not None else None,
             waiting_on=trouble.message if trouble is not None else None,
         )
+        return observation, trouble
 
     def _pod_trouble(
         self, md: ModelDeployment, workloads: dict[str, Workload]
@@ -278,9 +279,12 @@ class Reconciler:
     ) -> list[Condition]:
         planned = plan(md, stable_replicas=stable_replicas, store=self._store(md))
         conditions = []
+        route: dict[str, Any] | None = None
         for obj in planned.objects:
             try:
-                apply(self.cluster, obj)
+                applied = apply(self.cluster, obj)
+                if obj["kind"] == "HTTPRoute":
+                    route = applied
             except ClusterError as exc:
                 if exc.status == 422 and obj["kind"] in {"Deployment", "Job"}:
                     conditions.append(refused_condition(obj, exc))
@@ -317,14 +321,8 @@ class Reconciler:
                     self.cluster.delete(api, kind, md.metadata.namespace, workload.name)
         if not any(c.type == "PodSettingsValid" for c in conditions):
             conditions.append(Condition(type="PodSettingsValid", status="True", reason="Accepted"))
-        if md.spec.traffic.router == "gateway-api" and not any(
-            c.type == "RouterReady" for c in conditions
-        ):
-            route = self.cluster.get(
-                GATEWAY_API, "HTTPRoute", md.metadata.namespace, md.metadata.name
-            )
-            if route is not None:
-                conditions.append(route_condition(route, md))
+        if route is not None:  # as applied, with the status the Gateway wrote
+            conditions.append(route_condition(route, md))
         return conditions
 
     def _achieved_weight(self, md: ModelDeployment, workloads: dict[str, Workload]) -> int:

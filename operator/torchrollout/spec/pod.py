@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
+
+from torchrollout.spec.base import SpecModel, cel, cel_rule
 
 # Kubernetes' own patterns: environment variable names, DNS subdomains, label keys.
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -26,23 +27,11 @@ LABEL_KEY_PATTERN = (
 RESERVED_LABEL_PREFIX = "torchrollout.io/"
 
 
-class PodModel(BaseModel):
-    """Base of the pod settings: camelCase, unknown fields refused, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
-
-
-class LocalObjectReference(PodModel):
+class LocalObjectReference(SpecModel):
     name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
 
 
-class SecretKeySelector(PodModel):
+class SecretKeySelector(SpecModel):
     """One key of a Secret in the ModelDeployment's namespace."""
 
     name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
@@ -50,11 +39,11 @@ class SecretKeySelector(PodModel):
 
 
 def _cel(rule: str, message: str) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+    return cel(cel_rule(rule, message))
 
 
 class EnvVar(
-    PodModel,
+    SpecModel,
     json_schema_extra=_cel(
         "!(has(self.value) && has(self.valueFrom))", "set value or valueFrom, not both"
     ),
@@ -73,13 +62,13 @@ class EnvVar(
         return self
 
 
-class EnvFromRef(PodModel):
+class EnvFromRef(SpecModel):
     name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
     optional: bool | None = None
 
 
 class EnvFromSource(
-    PodModel,
+    SpecModel,
     json_schema_extra=_cel(
         "has(self.configMapRef) != has(self.secretRef)",
         "an envFrom entry sets exactly one of configMapRef or secretRef",
@@ -99,7 +88,7 @@ class EnvFromSource(
 
 
 class Toleration(
-    PodModel,
+    SpecModel,
     json_schema_extra=_cel(
         "(has(self.key) || (has(self.operator) && self.operator == 'Exists'))"
         " && !(has(self.operator) && self.operator == 'Exists'"
@@ -122,7 +111,7 @@ class Toleration(
         return self
 
 
-class TopologySpreadConstraint(PodModel):
+class TopologySpreadConstraint(SpecModel):
     """As in a pod spec; without `labelSelector`, the revision's own pods are spread."""
 
     max_skew: int = Field(ge=1)
@@ -132,7 +121,7 @@ class TopologySpreadConstraint(PodModel):
     min_domains: int | None = Field(default=None, ge=1)
 
 
-class PodSettings(PodModel):
+class PodSettings(SpecModel):
     """What a pod spec lets a platform team set: credentials, identity, placement, labels."""
 
     env: list[EnvVar] = Field(default_factory=list, max_length=128)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
 
+from torchrollout.spec.base import SpecModel, cel, cel_rule, cel_strings
 from torchrollout.spec.checks import (
     HEAD_PATTERN,
     HEAD_TEMPLATES,
@@ -52,54 +51,9 @@ CHECK_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
 
-def _rule(
-    rule: str,
-    message: str,
-    *,
-    message_expression: str = "",
-    field_path: str = "",
-    reason: str = "",
-) -> dict[str, str]:
-    """One CEL rule of the CRD and what the API server answers when it fails.
-
-    `message_expression` (CEL building the message from the value) wins over `message`,
-    which stays as its fallback; `field_path` names a field below the one holding the rule
-    in the error, and `reason` sets its kind (e.g. FieldValueRequired: "Required value").
-    """
-    entry = {"rule": rule, "message": message}
-    if message_expression:
-        entry["messageExpression"] = message_expression
-    if field_path:
-        entry["fieldPath"] = field_path
-    if reason:
-        entry["reason"] = reason
-    return entry
-
-
-def _cel(*rules: dict[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
-
-
-def _cel_strings(values: Iterable[str]) -> str:
-    """A CEL list literal of `values`, sorted."""
-    return "[" + ", ".join(f"'{v}'" for v in sorted(values)) + "]"
-
-
-class SpecModel(BaseModel):
-    """Base of every spec model: camelCase in YAML, unknown fields refused, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
-
-
 def _token_for_https(uri_field: str) -> dict[str, Any]:
-    return _cel(
-        _rule(
+    return cel(
+        cel_rule(
             f"!has(self.tokenSecretRef) || self.{uri_field}.startsWith('https://')",
             "tokenSecretRef is for https:// sources",
             field_path=".tokenSecretRef",
@@ -195,14 +149,14 @@ class GatewayRef(SpecModel):
 # defaults are not filled in: a rule may only rely on a defaulted field through has().
 class TrafficSpec(
     SpecModel,
-    json_schema_extra=_cel(
-        _rule(
+    json_schema_extra=cel(
+        cel_rule(
             "!has(self.router) || self.router != 'gateway-api' || has(self.gatewayRef)",
             "router gateway-api needs gatewayRef: the Gateway the HTTPRoute attaches to",
             field_path=".gatewayRef",
             reason="FieldValueRequired",
         ),
-        _rule(
+        cel_rule(
             "(has(self.router) && self.router == 'gateway-api')"
             " || (!has(self.gatewayRef) && (!has(self.hostnames) || size(self.hostnames) == 0))",
             "gatewayRef and hostnames are used only with router: gateway-api",
@@ -232,35 +186,35 @@ class TrafficSpec(
 # the schema allows (a 4096-character query, 32 checks). Counting the variables and the
 # known ones is cheap enough; listing the unknown ones only fits in a message that names
 # the first. string() of a number has no size bound, so no message may print one.
-_LATENCY = _cel_strings(LATENCY_TEMPLATES)
-_FRACTIONS = _cel_strings(t for t, info in TEMPLATES.items() if info.fraction)
+_LATENCY = cel_strings(LATENCY_TEMPLATES)
+_FRACTIONS = cel_strings(t for t, info in TEMPLATES.items() if info.fraction)
 _KNOWN_VARIABLE_PATTERN = VARIABLE_PATTERN.replace(
     VARIABLE_NAME_PATTERN, "|".join(sorted(QUERY_VARIABLES))
 )
 _UNKNOWN_VARIABLES = (
     f"self.query.findAll(r'{VARIABLE_PATTERN}')"
     f".map(v, v.find(r'{VARIABLE_NAME_PATTERN}'))"
-    f".filter(n, !(n in {_cel_strings(QUERY_VARIABLES)}))"
+    f".filter(n, !(n in {cel_strings(QUERY_VARIABLES)}))"
 )
 _OUT_OF_UNIT = "(self.{0} < 0.0 || self.{0} > 1.0)"
-_HEADS = _cel_strings(HEAD_TEMPLATES)
+_HEADS = cel_strings(HEAD_TEMPLATES)
 HEAD_MESSAGE = "head is for the templates accuracy and mean-absolute-error"
 
 
 class MetricCheck(
     SpecModel,
-    json_schema_extra=_cel(
-        _rule(
+    json_schema_extra=cel(
+        cel_rule(
             "has(self.template) != has(self.query)",
             "a check sets exactly one of template or query",
         ),
-        _rule(
+        cel_rule(
             "has(self.template) || has(self.name)",
             "a query check needs a name, e.g. name: my-check",
             field_path=".name",
             reason="FieldValueRequired",
         ),
-        _rule(
+        cel_rule(
             f"!has(self.query) || size(self.query.findAll(r'{VARIABLE_PATTERN}'))"
             f" == size(self.query.findAll(r'{_KNOWN_VARIABLE_PATTERN}'))",
             f"query uses unknown variables; known: {', '.join(sorted(QUERY_VARIABLES))}",
@@ -269,13 +223,13 @@ class MetricCheck(
             f" + '; known: {', '.join(sorted(QUERY_VARIABLES))}'",
             field_path=".query",
         ),
-        _rule(
+        cel_rule(
             f"!has(self.maxMs) || (has(self.template) && self.template in {_LATENCY})",
             "maxMs is for latency templates; use max for this check",
             field_path=".maxMs",
         ),
-        _rule("!(has(self.max) && has(self.maxMs))", "set max or maxMs, not both"),
-        _rule(
+        cel_rule("!(has(self.max) && has(self.maxMs))", "set max or maxMs, not both"),
+        cel_rule(
             f"!has(self.template) || !(self.template in {_FRACTIONS})"
             f" || !((has(self.min) && {_OUT_OF_UNIT.format('min')})"
             f" || (has(self.max) && {_OUT_OF_UNIT.format('max')}))",
@@ -283,17 +237,17 @@ class MetricCheck(
             message_expression=f"(has(self.min) && {_OUT_OF_UNIT.format('min')} ? 'min' : 'max')"
             " + ' of ' + self.template + ' is a fraction in [0, 1]'",
         ),
-        _rule(
+        cel_rule(
             "!has(self.min) || ((!has(self.max) || self.min <= self.max)"
             " && (!has(self.maxMs) || self.min <= self.maxMs))",
             "min exceeds max (or maxMs): no value could pass this check",
         ),
-        _rule(
+        cel_rule(
             "!has(self.query) || has(self.min) || has(self.max) || has(self.maxMs)"
             " || has(self.maxDropVsStable) || has(self.maxRatioVsStable)",
             "a query check needs a threshold: min, max, maxDropVsStable or maxRatioVsStable",
         ),
-        _rule(
+        cel_rule(
             f"!has(self.head) || (has(self.template) && self.template in {_HEADS})",
             HEAD_MESSAGE,
             field_path=".head",
@@ -415,8 +369,8 @@ class AnalysisSpec(SpecModel):
         default_factory=_default_checks,
         min_length=1,
         max_length=32,
-        json_schema_extra=_cel(
-            _rule(_UNIQUE_NAMES, "check names must be unique; give each check a name")
+        json_schema_extra=cel(
+            cel_rule(_UNIQUE_NAMES, "check names must be unique; give each check a name")
         ),
     )
     """Checks run every interval; defaults to latency-p99 <= 500 ms and error-rate <= 5%."""
@@ -452,8 +406,8 @@ PVC_EVALUATION = (
 
 class EvaluationSpec(
     SpecModel,
-    json_schema_extra=_cel(
-        _rule("!self.datasetUri.startsWith('pvc://')", PVC_EVALUATION, field_path=".datasetUri")
+    json_schema_extra=cel(
+        cel_rule("!self.datasetUri.startsWith('pvc://')", PVC_EVALUATION, field_path=".datasetUri")
     ),
 ):
     """Labeled traffic sent to both revisions each tick, so accuracy can be measured."""
@@ -483,8 +437,8 @@ class CanarySpec(SpecModel):
         default_factory=_default_steps,
         min_length=1,
         max_length=20,
-        json_schema_extra=_cel(
-            _rule(
+        json_schema_extra=cel(
+            cel_rule(
                 "self.isSorted() && self.all(x, self.indexOf(x) == self.lastIndexOf(x))",
                 "steps must increase strictly",
             )
@@ -494,8 +448,8 @@ class CanarySpec(SpecModel):
     interval: str = Field(
         default="30s",
         pattern=DURATION_PATTERN,
-        json_schema_extra=_cel(
-            _rule(
+        json_schema_extra=cel(
+            cel_rule(
                 f"!self.matches(r'{DURATION_PATTERN}')"
                 " || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))",
                 "interval must lie between 1s and 24h",
@@ -532,8 +486,8 @@ class CanarySpec(SpecModel):
 
 class AutoscalingSpec(
     SpecModel,
-    json_schema_extra=_cel(
-        _rule(
+    json_schema_extra=cel(
+        cel_rule(
             "!has(self.minReplicas) || !has(self.maxReplicas)"
             " || self.minReplicas <= self.maxReplicas",
             "minReplicas exceeds maxReplicas",
