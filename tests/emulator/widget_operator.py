@@ -53,9 +53,15 @@ def mark_resumed(patch: kopf.Patch, **_: Any) -> None:
 
 @kopf.on.delete(*WIDGETS)
 def leave_tombstone(name: str, namespace: str, **_: Any) -> None:
-    kubernetes.client.CoreV1Api().create_namespaced_config_map(
-        namespace, {"metadata": {"name": f"{name}-tombstone"}}
-    )
+    # kopf may run a delete handler again when an event (a timer's status patch) arrives
+    # before its success is recorded: a tombstone already there is this handler's own.
+    try:
+        kubernetes.client.CoreV1Api().create_namespaced_config_map(
+            namespace, {"metadata": {"name": f"{name}-tombstone"}}
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 409:
+            raise
 
 
 @kopf.timer(*WIDGETS, interval=0.5)
