@@ -7,8 +7,12 @@ A ticks file holds one JSON object per line:
                 "latency-p99": {"error": "Prometheus unreachable"}}}
 
 `t` is seconds since the canary started; a check missing from `checks` has no data that
-tick. Each line is one analysis tick: the engine decides exactly as the operator would,
-on a platform that applies weights and scales at once (so a rollback or a promotion
+tick. A distribution check (latency-distribution) takes each revision's latency histogram
+instead of a value, as cumulative bucket counts by upper bound in seconds:
+`{"canaryBuckets": {"0.05": 40, "0.1": 290, "+Inf": 300}, "stableBuckets": {...}}`.
+
+Each line is one analysis tick: the engine decides exactly as the operator would, on a
+platform that applies weights and scales at once (so a rollback or a promotion
 completes within its tick, as the `transitions` of the output show).
 
 The resource's `status` is the starting point. Written by hand, it may name versions
@@ -25,7 +29,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from torchrollout.engine import CheckMeasurements, Decision, Measurement, Observation, decide
+from torchrollout.engine import (
+    CheckMeasurements,
+    Decision,
+    Histogram,
+    Measurement,
+    Observation,
+    decide,
+)
 from torchrollout.errors import TicksError
 from torchrollout.spec.document import ModelDeployment, compute_revision, parse_model_deployment
 from torchrollout.spec.status import ModelDeploymentStatus, Phase
@@ -139,12 +150,46 @@ def _check(number: int, name: str, raw: Any) -> CheckMeasurements:
         raise TicksError(number, f'check "{name}": "samples" must be an integer, got {samples!r}')
     canary = _number(number, f'check "{name}": "canary"', raw.get("canary"))
     stable = _number(number, f'check "{name}": "stable"', raw.get("stable"))
-    return CheckMeasurements(
-        canary=Measurement.no_data("no canary value", samples)
-        if canary is None
-        else Measurement.of(canary, samples),
-        stable=None if stable is None else Measurement.of(stable),
-    )
+    histograms = {
+        side: _histogram(number, f'check "{name}": "{side}Buckets"', raw.get(f"{side}Buckets"))
+        for side in ("canary", "stable")
+    }
+    canary_histogram, stable_histogram = histograms["canary"], histograms["stable"]
+    if canary_histogram is not None:
+        measured = Measurement.of_histogram(canary_histogram)
+    elif canary is None:
+        measured = Measurement.no_data("no canary value", samples)
+    else:
+        measured = Measurement.of(canary, samples)
+    if stable_histogram is not None:
+        baseline: Measurement | None = Measurement.of_histogram(stable_histogram)
+    else:
+        baseline = None if stable is None else Measurement.of(stable)
+    return CheckMeasurements(canary=measured, stable=baseline)
+
+
+def _histogram(number: int, where: str, value: Any) -> Histogram | None:
+    """Cumulative counts by upper bound, e.g. {"0.05": 40, "+Inf": 300}; +Inf is required."""
+    if value is None:
+        return None
+    problem = f'{where} must map upper bounds in seconds to cumulative counts, with "+Inf"'
+    if not isinstance(value, dict):
+        raise TicksError(number, f"{problem}, got {value!r}")
+    counts = {}
+    for bound, count in value.items():
+        try:
+            le = float(bound)
+        except ValueError:
+            le = math.nan
+        if math.isnan(le):
+            raise TicksError(number, f"{problem}; {bound!r} is not a number")
+        counted = _number(number, f"{where}[{bound!r}]", count)
+        if counted is None or le in counts:
+            raise TicksError(number, f"{problem}; {bound!r} is null or repeated")
+        counts[le] = counted
+    if math.inf not in counts:
+        raise TicksError(number, f"{problem}; it has no +Inf")
+    return Histogram.of(counts)
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def test_valid_base_is_created_with_the_operators_defaults(
     assert applied.returncode == 0, applied.stderr
     got = kube_cluster.kubectl("get", "md", "valid-base", "-n", namespace, "-o", "json")
     stored = json.loads(got.stdout)
-    assert stored["spec"]["traffic"] == {"router": "replicas", "hostnames": []}
+    assert stored["spec"]["traffic"] == {"router": "replicas", "hostnames": [], "gateways": []}
     assert stored["spec"]["canary"]["analysis"]["onError"] == "rollback"
     _stored_as_operator_reads(stored, written)
 

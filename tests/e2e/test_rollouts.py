@@ -69,8 +69,13 @@ def test_first_deploy_then_a_good_canary_is_promoted(
         s.metadata.name: s.spec.selector for s in core.list_namespaced_service(namespace).items
     }
     assert selectors["fraud-stable"]["torchrollout.io/revision"] == new
-    assert selectors["fraud"] == {"torchrollout.io/deployment": "fraud"}
-    eventually(lambda: deployments(api_client, namespace) == {f"fraud-{old}": 0, f"fraud-{new}": 1})
+    # No canary: the client Service selects the new stable alone, and the previous one stays
+    # warm (scaleDownDelaySeconds, 30 s) for a revert.
+    assert selectors["fraud"] == {
+        "torchrollout.io/deployment": "fraud",
+        "torchrollout.io/revision": new,
+    }
+    assert deployments(api_client, namespace) == {f"fraud-{old}": 1, f"fraud-{new}": 1}
     status = status_of(md_api, namespace)
     assert [h["version"] for h in status["history"]] == ["1.0.0", "2.0.0"]
     verdicts = {c["name"]: c["verdict"] for c in status["analysis"]["checks"]}

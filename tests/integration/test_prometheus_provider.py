@@ -7,6 +7,7 @@ and every failure mode of a query is measured for real.
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections.abc import Iterator
@@ -129,6 +130,55 @@ def test_a_tick_judges_the_canary_against_its_baseline(prometheus: PrometheusPro
     assert "below stable" in verdicts["accuracy"].message
     assert verdicts["error-rate"].verdict is Verdict.SUCCESSFUL
     assert measured["error-rate"].stable is None  # absolute checks do not query the stable
+
+
+def test_latency_distribution_reads_each_revisions_buckets(
+    prometheus: PrometheusProvider,
+) -> None:
+    distribution = check(template="latency-distribution").resolve(0)
+    for target, le in ((STABLE, 0.025), (CANARY, 0.25)):  # 20 ms and 200 ms requests
+        measured = prometheus.measure(distribution, target)
+        assert measured.verdict is None, measured.message
+        assert measured.histogram is not None and measured.samples is not None
+        counts = {b.le: b.count for b in measured.histogram.buckets}
+        assert counts[math.inf] == pytest.approx(100 * 5, rel=0.3)  # 100/s over 5s
+        assert {bound for bound, count in counts.items() if count > 0} == {
+            bound for bound in counts if bound >= le
+        }
+
+
+def test_a_tick_fails_a_canary_slower_than_its_baseline(prometheus: PrometheusProvider) -> None:
+    checks = [
+        check(template="latency-distribution").resolve(50),
+        check(template="latency-p99", maxMs=500).resolve(50),
+    ]
+    measured = measure_tick(prometheus, checks, canary=CANARY, stable=STABLE)
+    verdicts = {c.name: assess_check(c, measured[c.name]) for c in checks}
+    assert verdicts["latency-p99"].verdict is Verdict.SUCCESSFUL
+    distribution = verdicts["latency-distribution"]
+    assert distribution.verdict is Verdict.FAILED, distribution.message
+    # Every canary request (200 ms) is slower than every stable one (20 ms).
+    assert "canary slower than stable: p<1e-15, P(canary slower)=1.00 >= 0.56" in (
+        distribution.message
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (IDLE, "canary: 0 samples"),
+        (Target("risk", "fraud", "nothere", "9", "5s"), "no latency histogram series"),
+    ],
+    ids=["idle", "unknown"],
+)
+def test_latency_distribution_without_traffic_is_inconclusive(
+    prometheus: PrometheusProvider, target: Target, message: str
+) -> None:
+    distribution = check(template="latency-distribution").resolve(10)
+    measured = measure_tick(prometheus, [distribution], canary=target, stable=STABLE)
+    result = assess_check(distribution, measured["latency-distribution"])
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert message in result.message
 
 
 def test_an_unreachable_prometheus_is_an_error() -> None:

@@ -11,6 +11,7 @@ Each component lands in its own folder under the cache (``$TORCHROLLOUT_CACHE``,
     kwok-v0.8.0/bin/kwok  kwok-v0.8.0/stages/{node,pod,...}/{fast,...}/*.yaml
     helm-v3.22.0/bin/helm
     gateway-api-v1.6.3/crds/*.yaml
+    istio-api-v1.32.0/crds/<name>.yaml    one file per CRD (virtualservices.networking.istio.io)
 
 A folder appears only when its build has finished (it is built beside and renamed), so an
 interrupted build is redone and a finished one is never rebuilt. Go keeps its module and
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,14 @@ class Toolchain:
     def gateway_api_crds(self) -> Path:
         return self.gateway_api / "crds"
 
+    @property
+    def istio_api(self) -> Path:
+        return self.root / f"istio-api-{versions.ISTIO_API}"
+
+    def istio_crd(self, name: str) -> Path:
+        """One of Istio's CRDs by its name, e.g. virtualservices.networking.istio.io."""
+        return self.istio_api / "crds" / f"{name}.yaml"
+
     def missing(self) -> list[Path]:
         return [
             folder
@@ -101,6 +110,7 @@ class Toolchain:
                 self.kwok_dir,
                 self.helm_dir,
                 self.gateway_api,
+                self.istio_api,
             )
             if not folder.is_dir()
         ]
@@ -367,22 +377,49 @@ def build_helm(go: str, target: Path, log: Path) -> None:
         _publish(staging, target)
 
 
-def fetch_gateway_api(go: str, target: Path, log: Path) -> None:
-    version = versions.GATEWAY_API
-    with tempfile.TemporaryDirectory(prefix="gateway-api-") as tmp:
+def _fetch_crds(
+    go: str, target: Path, module: str, copy: Callable[[Path, Path], None], required: str
+) -> None:
+    """CRDs from a Go module into `target`/crds: `copy(module_dir, crds_dir)` writes them,
+    and `required` (a file name) must be among them."""
+    with tempfile.TemporaryDirectory(prefix="crds-") as tmp:
         work = Path(tmp)
-        env = _go_env(work)
-        _say(f"gateway-api {version}: taking its standard CRDs from the module")
-        info = _module_dir(go, f"sigs.k8s.io/gateway-api@{version}", cwd=work, env=env)
-        source = Path(info["Dir"]) / "config" / "crd" / "standard"
+        _say(f"{module}: taking its CRDs from the module")
+        info = _module_dir(go, module, cwd=work, env=_go_env(work))
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "crds").mkdir(parents=True)
-        for crd in sorted(source.glob("*.yaml")):
-            shutil.copyfile(crd, staging / "crds" / crd.name)
-        if not any((staging / "crds").iterdir()):
-            raise BuildError(f"gateway-api {version} ships no CRDs under {source}")
+        copy(Path(info["Dir"]), staging / "crds")
+        if not (staging / "crds" / required).is_file():
+            raise BuildError(f"{module} has no {required} where expected in {info['Dir']}")
         _publish(staging, target)
+
+
+def _gateway_api_standard(module: Path, crds: Path) -> None:
+    for crd in sorted((module / "config" / "crd" / "standard").glob("*.yaml")):
+        shutil.copyfile(crd, crds / crd.name)
+
+
+def _istio_split(module: Path, crds: Path) -> None:
+    """Istio ships its CRDs in one file: one file per CRD, named as the CRD."""
+    source = module / "kubernetes" / "customresourcedefinitions.gen.yaml"
+    for document in source.read_text().split("\n---\n"):
+        named = re.search(
+            r"^kind: CustomResourceDefinition$.*?^  name: (\S+)$", document, re.M | re.S
+        )
+        if named is not None:
+            (crds / f"{named.group(1)}.yaml").write_text(document.strip() + "\n")
+
+
+def fetch_gateway_api(go: str, target: Path, log: Path) -> None:
+    module = f"sigs.k8s.io/gateway-api@{versions.GATEWAY_API}"
+    required = "gateway.networking.k8s.io_httproutes.yaml"
+    _fetch_crds(go, target, module, _gateway_api_standard, required)
+
+
+def fetch_istio_api(go: str, target: Path, log: Path) -> None:
+    module = f"istio.io/api@{versions.ISTIO_API}"
+    _fetch_crds(go, target, module, _istio_split, "virtualservices.networking.istio.io.yaml")
 
 
 def build(tools: Toolchain) -> None:
@@ -395,14 +432,17 @@ def build(tools: Toolchain) -> None:
     log = tools.root / "build.log"
     steps = [
         (tools.gateway_api, fetch_gateway_api),
+        (tools.istio_api, fetch_istio_api),
         (tools.kwok_dir, build_kwok),
         (tools.helm_dir, build_helm),
         (tools.etcd_dir, build_etcd),
         (tools.kubernetes, build_kubernetes),
     ]
+    compiling = tools.kubernetes in missing or tools.etcd_dir in missing
+    took = "cold: about 10 to 15 minutes on 2 cores" if compiling else "seconds to minutes"
     _say(
         f"building {', '.join(folder.name for folder in missing)} into {tools.root} "
-        f"(cold: about 10 to 15 minutes on 2 cores; log: {log})"
+        f"({took}; log: {log})"
     )
     started = time.monotonic()
     for folder, step in steps:

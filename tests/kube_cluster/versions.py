@@ -11,6 +11,7 @@ ETCD = "v3.6.16"  # go.etcd.io/etcd/server/v3
 KWOK = "v0.8.0"  # sigs.k8s.io/kwok: fake nodes and kubelets
 HELM = "v3.22.0"  # helm.sh/helm/v3
 GATEWAY_API = "v1.6.3"  # sigs.k8s.io/gateway-api: its standard CRDs
+ISTIO_API = "v1.32.0"  # istio.io/api: Istio's CRDs (VirtualService for the istio router)
 
 # The oldest Go that builds all of the above.
 MINIMUM_GO = (1, 26)

@@ -28,9 +28,11 @@ def deployment(
     source: str = "models/model.pt",
     name: str = "market-trend",
     canary: dict[str, Any] | None = None,
+    replicas: int = 3,
+    traffic: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A ModelDeployment document for the sequence classifier at `version`."""
-    return {
+    document: dict[str, Any] = {
         "apiVersion": "torchrollout.io/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": name, "namespace": "rehearsal"},
@@ -40,9 +42,13 @@ def deployment(
                 "source": {"uri": source},
                 "handler": "sequence-classifier",
             },
+            "runtime": {"replicas": replicas},  # 3: the replicas router gives 25% and 50%
             "canary": POLICY if canary is None else canary,
         },
     }
+    if traffic is not None:
+        document["spec"]["traffic"] = traffic
+    return document
 
 
 def write_yaml(path: Path, document: dict[str, Any]) -> Path:

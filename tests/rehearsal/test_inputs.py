@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -152,6 +153,23 @@ def test_requests_follow_the_weight_and_refusals_count_as_4xx(
     assert set(served) == {"new" if to_new else "old"}
     counts = next(iter(served.values()))
     assert counts["2xx"] > 0 and counts["4xx"] > 0 and abs(counts["2xx"] - counts["4xx"]) <= 2
+
+
+def test_a_mirror_copies_requests_to_the_canary_which_answers_nobody(
+    tmp_path: Path, servers: dict[str, str]
+) -> None:
+    path = tmp_path / "traffic.jsonl"
+    path.write_text('{"input": [[1]], "label": 1}\n')
+    router = Router(servers, Route("old", "new", weight=0, mirror=100))
+    generator = LoadGenerator(read_traffic(path), router, model_name="m", rate=200, threads=2)
+    generator.start()
+    try:
+        poll(lambda: generator.stats.by_revision.get("new", Counter())["2xx"] >= 20)
+    finally:
+        generator.stop()
+    served = generator.stats.by_revision
+    # Every request reached the stable; each was copied to the canary once.
+    assert abs(served["old"]["2xx"] - served["new"]["2xx"]) <= 2
 
 
 def test_an_unreachable_server_is_counted_not_raised(tmp_path: Path) -> None:

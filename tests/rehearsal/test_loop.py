@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +25,14 @@ from torchrollout.spec import Phase, ResolvedCheck, Verdict
 pytestmark = pytest.mark.timeout(30)  # a loop that never ends fails fast
 
 
-def make_pair(tmp_path: Path, **canary_policy: object) -> Pair:
-    stable = write_yaml(tmp_path / "stable.yaml", deployment("1.0.0"))
-    policy = {**POLICY, **canary_policy}
-    canary = write_yaml(tmp_path / "canary.yaml", deployment("2.0.0", canary=policy))
+def make_pair(
+    tmp_path: Path, *, replicas: int = 3, traffic: dict[str, Any] | None = None, **policy: object
+) -> Pair:
+    stable = write_yaml(tmp_path / "stable.yaml", deployment("1.0.0", replicas=replicas))
+    canary = write_yaml(
+        tmp_path / "canary.yaml",
+        deployment("2.0.0", canary={**POLICY, **policy}, replicas=replicas, traffic=traffic),
+    )
     return load_pair(stable, canary)
 
 
@@ -59,6 +64,40 @@ def test_a_good_canary_takes_each_step_then_all_traffic(tmp_path: Path) -> None:
     ]
     assert outcome.records[-1].canary_share == 100
     assert timings(pair, outcome)["decidedOverFloor"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("replicas", "traffic", "shares"),
+    [
+        (3, None, [25, 50]),  # 1 canary pod beside 3, then 3 beside 3
+        (1, None, [50]),  # one pod beside one: both steps are 50%
+        (2, None, [33, 50]),
+        (1, {"router": "gateway-api", "gatewayRef": {"name": "edge"}}, [25, 50]),
+    ],
+    ids=["replicas-3", "replicas-1", "replicas-2", "gateway-api"],
+)
+def test_the_canary_gets_the_share_its_router_would_give(
+    tmp_path: Path, replicas: int, traffic: dict[str, Any] | None, shares: list[int]
+) -> None:
+    pair = make_pair(tmp_path, replicas=replicas, traffic=traffic)
+    platform = FakePlatform()
+    RolloutLoop(
+        pair, platform=platform, provider=table(pair, accuracy=0.98), clock=FakeClock()
+    ).run()
+    old, new = pair.stable.revision, pair.canary.revision
+    assert platform.routes == [*(Route(old, new, s) for s in shares), Route(new, None, 0)]
+
+
+def test_a_mirrored_canary_gets_copies_and_no_weight_until_promoted(tmp_path: Path) -> None:
+    traffic = {"router": "istio"}
+    pair = make_pair(tmp_path, traffic=traffic, mirror={"percent": 40})
+    platform = FakePlatform()
+    outcome = RolloutLoop(
+        pair, platform=platform, provider=table(pair, accuracy=0.98), clock=FakeClock()
+    ).run()
+    assert outcome.phase is Phase.SUCCEEDED
+    old, new = pair.stable.revision, pair.canary.revision
+    assert platform.routes == [Route(old, new, 0, 40), Route(new, None, 0, 0)]
 
 
 def test_a_bad_canary_is_rolled_back_within_its_tick(tmp_path: Path) -> None:

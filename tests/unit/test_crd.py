@@ -75,6 +75,7 @@ def test_validation_mirrors_pydantic_where_openapi_can() -> None:
         "latency-mean",
         "error-rate",
         "mean-absolute-error",
+        "latency-distribution",
     ]
     sha = spec["model"]["properties"]["source"]["properties"]["sha256"]
     assert sha["pattern"] == "^[a-f0-9]{64}$"

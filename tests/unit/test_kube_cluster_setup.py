@@ -107,6 +107,7 @@ def fake_toolchain(root: Path, etcd_script: str) -> Toolchain:
     for folder in (tools.kubernetes, tools.etcd_dir, tools.kwok_dir, tools.helm_dir):
         (folder / "bin").mkdir(parents=True)
     tools.gateway_api_crds.mkdir(parents=True)
+    tools.istio_crd("virtualservices.networking.istio.io").parent.mkdir(parents=True)
     etcd = tools.binary("etcd")
     etcd.write_text(etcd_script)
     etcd.chmod(0o755)

@@ -6,14 +6,15 @@ Driven through httpx's MockTransport: the answers a healthy server rarely gives
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
 import pytest
 
 from torchrollout.errors import PrometheusError
-from torchrollout.metrics import PrometheusProvider
-from torchrollout.spec import Verdict
+from torchrollout.metrics import PrometheusProvider, Target, queries_for
+from torchrollout.spec import MetricCheck, Template, Verdict
 
 
 def answering(status: int, body: Any) -> PrometheusProvider:
@@ -91,3 +92,60 @@ def test_answers(
 def test_a_url_without_scheme_is_refused_at_construction() -> None:
     with pytest.raises(PrometheusError, match="must start with http"):
         PrometheusProvider("prometheus:9090")
+
+
+def buckets(*pairs: tuple[str, str]) -> dict[str, Any]:
+    result = [{"metric": {"le": le}, "value": [1700000000, v]} for le, v in pairs]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+@pytest.mark.parametrize(
+    ("body", "verdict", "samples", "message"),
+    [
+        (buckets(("+Inf", "31.2"), ("0.05", "10"), ("0.1", "30.5")), None, 31, ""),
+        (buckets(), Verdict.INCONCLUSIVE, None, "no latency histogram series"),
+        (buckets(("0.05", "10"), ("0.1", "30")), Verdict.ERROR, None, "no le=+Inf bucket"),
+        (buckets(("0.05", "10"), ("+Inf", "NaN")), Verdict.INCONCLUSIVE, None, "NaN"),
+        (buckets(("0.05", "1"), ("0.05", "2")), Verdict.ERROR, None, "two buckets le=0.05"),
+        (vector("3"), Verdict.ERROR, None, "unreadable histogram bucket"),
+        (
+            {"status": "success", "data": {"resultType": "scalar", "result": [1, "2"]}},
+            Verdict.ERROR,
+            None,
+            "returned a scalar, not histogram buckets",
+        ),
+    ],
+    ids=["buckets", "empty", "no-inf", "nan", "duplicate-le", "no-le", "scalar"],
+)
+def test_histogram_answers(
+    body: dict[str, Any], verdict: Verdict | None, samples: int | None, message: str
+) -> None:
+    measured = answering(200, body).query_histogram("sum by (le) (increase(x_bucket[30s]))")
+    assert measured.verdict is verdict
+    assert measured.samples == samples
+    assert measured.value is None
+    assert message in measured.message
+    if verdict is None:
+        assert measured.histogram is not None
+        assert [(b.le, b.count) for b in measured.histogram.buckets] == [
+            (0.05, 10.0),
+            (0.1, 30.5),
+            (math.inf, 31.2),
+        ]
+
+
+def test_a_distribution_check_is_measured_as_a_histogram() -> None:
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["query"])
+        return httpx.Response(200, json=buckets(("0.05", "4"), ("+Inf", "9")))
+
+    provider = PrometheusProvider(
+        "http://prom:9090", client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+    target = Target("risk", "fraud", revision="r1", version="2.0.0", interval="30s")
+    check = MetricCheck(template=Template.LATENCY_DISTRIBUTION).resolve(0)
+    measured = provider.measure(check, target)
+    assert measured.histogram is not None and measured.samples == 9
+    assert asked == [queries_for(check, target).value]  # one query: +Inf is the count

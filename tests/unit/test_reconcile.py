@@ -131,24 +131,111 @@ def canary_world(**spec: Any) -> tuple[World, str, str]:
     return world, stable, canary
 
 
-def test_a_good_canary_is_promoted_and_the_old_revision_kept_at_zero() -> None:
+def test_a_good_canary_is_promoted_and_the_old_revision_kept_warm_then_at_zero() -> None:
     world, stable, canary = canary_world()
     world.metrics(canary, 0.93)
     world.reconcile(1)  # ready: first step
     assert (world.status()["stepIndex"], world.status()["canaryWeight"]) == (0, 50)
     world.reconcile(30)  # 10% step passes
     world.ready(canary)
-    world.reconcile(30)  # 50% step passes: promoted
+    outcome = world.reconcile(30)  # 50% step passes: promoted
     status = world.status()
     assert status["phase"] == "Succeeded"
     assert status["stableVersion"] == "3.0.0"
-    services = {
+    assert services(world)["fraud-stable"]["torchrollout.io/revision"] == canary
+    assert replicas_of(world, stable) == 1  # warm for scaleDownDelaySeconds (30 s)...
+    assert outcome.requeue_after == 30.0  # ...and the operator is called back when it ends
+    assert status["history"][-1]["version"] == "3.0.0"
+    world.reconcile(30)
+    assert replicas_of(world, stable) == 0  # kept at zero for the rollback window
+    assert "warmRevision" not in world.status()
+    assert world.events[-1].reason == "PreviousStableScaledDown"
+
+
+def services(world: World) -> dict[str, dict[str, str]]:
+    return {
         n: o["spec"]["selector"] for (k, _, n), o in world.cluster.objects.items() if k == "Service"
     }
-    assert services["fraud-stable"]["torchrollout.io/revision"] == canary
-    old = world.deployment(stable)
-    assert old is not None and old["spec"]["replicas"] == 0
-    assert status["history"][-1]["version"] == "3.0.0"
+
+
+def replicas_of(world: World, revision: str) -> int:
+    deployment = world.deployment(revision)
+    assert deployment is not None
+    replicas: int = deployment["spec"]["replicas"]
+    return replicas
+
+
+def counted(world: World, outcome: str) -> float:
+    """torchrollout_rollouts_total{outcome} as the operator's /metrics reports it."""
+    registry = world.reconciler.metrics.registry
+    return registry.get_sample_value("torchrollout_rollouts_total", {"outcome": outcome}) or 0.0
+
+
+def promoted_world(**spec: Any) -> tuple[World, str, str]:
+    """2.0.0 (`old`) was stable with 2 replicas; 3.0.0 (`new`) has just been promoted."""
+    world, old, new = canary_world(runtime={"replicas": 2}, **spec)
+    world.metrics(new, 0.93)
+    world.annotate(**{"torchrollout.io/promote": "now"})
+    world.reconcile(1)
+    world.ready(new)
+    world.reconcile(1)
+    assert (world.status()["phase"], world.status()["stableVersion"]) == ("Succeeded", "3.0.0")
+    world.events.clear()
+    return world, old, new
+
+
+def test_a_revert_inside_the_scale_down_delay_moves_all_traffic_in_one_reconcile() -> None:
+    world, old, new = promoted_world()
+    assert replicas_of(world, old) == 2
+    # The warm pods take no traffic: the client Service selects the new stable alone.
+    assert services(world)["fraud"] == {
+        "torchrollout.io/deployment": NAME,
+        "torchrollout.io/revision": new,
+    }
+    world.set_spec(model={"version": "2.0.0"})  # git revert, 10 s after the promotion
+    world.reconcile(10)
+    status = world.status()
+    assert (status["phase"], status["stableVersion"], status["canaryWeight"]) == (
+        "Succeeded",
+        "2.0.0",
+        0,
+    )
+    selected = services(world)
+    assert selected["fraud"]["torchrollout.io/revision"] == old  # 100% on the old stable
+    assert selected["fraud-stable"]["torchrollout.io/revision"] == old
+    assert selected["fraud-canary"]["torchrollout.io/revision"] == old
+    assert [e.reason for e in world.events] == ["InstantRollback", "Promoted"]
+    assert status["history"][-1]["instantRollback"] == "warm"
+    assert f"warm: revision {old} still had 2 ready replicas" in status["history"][-1]["reason"]
+    assert "warm" in status["message"]
+    assert replicas_of(world, old) == 2
+    # and 3.0.0 is warm now in its turn, for a revert of the revert
+    assert status["warmRevision"]["revision"] == new
+    assert replicas_of(world, new) == 2
+    assert counted(world, "instant_rollback_warm") == 1
+    assert counted(world, "instant_rollback_cold") == 0
+
+
+def test_a_revert_after_the_scale_down_delay_waits_for_the_pods() -> None:
+    world, old, _ = promoted_world()
+    world.reconcile(30)  # the delay is over: 2.0.0 goes to zero
+    assert replicas_of(world, old) == 0
+    world.cluster.set_ready(f"{NAME}-{old}", NS, ready=0)  # its pods are gone
+    world.set_spec(model={"version": "2.0.0"})
+    world.reconcile(5)
+    status = world.status()
+    assert (status["phase"], status["canaryVersion"]) == ("Promoting", "2.0.0")
+    assert "cold" in status["message"]
+    assert replicas_of(world, old) == 2  # scaled up, without analysis
+    world.ready(old)
+    world.reconcile(4)
+    status = world.status()
+    assert (status["phase"], status["stableVersion"]) == ("Succeeded", "2.0.0")
+    assert status["history"][-1]["instantRollback"] == "cold"
+    assert "after 4s" in status["history"][-1]["reason"]
+    assert status["analysis"]["checks"] == []
+    assert counted(world, "instant_rollback_cold") == 1
+    assert counted(world, "instant_rollback_warm") == 0
 
 
 def test_a_bad_canary_is_rolled_back_and_scaled_down() -> None:

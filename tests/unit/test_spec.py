@@ -31,6 +31,47 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("no steps", {"spec": {"canary": {"steps": []}}}, "spec.canary.steps", "at least 1"),
     (
+        "match without a request router",
+        {"spec": {"canary": {"match": [{"headers": {"x-canary": "yes"}}]}}},
+        "spec.canary.match",
+        "needs a router that routes by request",
+    ),
+    (
+        "mirror with nginx",
+        {"spec": {"traffic": {"router": "nginx"}, "canary": {"mirror": {"percent": 10}}}},
+        "spec.canary.mirror",
+        "needs traffic.router gateway-api",
+    ),
+    (
+        "mirror percent over 100",
+        {"spec": {"traffic": {"router": "istio"}, "canary": {"mirror": {"percent": 150}}}},
+        "spec.canary.mirror.percent",
+        "less than or equal to 100",
+    ),
+    (
+        "nginx match of two headers",
+        {
+            "spec": {
+                "traffic": {"router": "nginx"},
+                "canary": {"match": [{"headers": {"x-a": "1", "x-b": "2"}}]},
+            }
+        },
+        "spec.canary.match",
+        "router nginx matches one header",
+    ),
+    (
+        "empty match",
+        {"spec": {"traffic": {"router": "istio"}, "canary": {"match": [{}]}}},
+        "spec.canary.match[0]",
+        "a match needs headers or a cookie",
+    ),
+    (
+        "istio gateways on nginx",
+        {"spec": {"traffic": {"router": "nginx", "gateways": ["edge/public"]}}},
+        "spec.traffic.gateways",
+        "used only with router: istio",
+    ),
+    (
         "duration without unit",
         {"spec": {"canary": {"interval": "30"}}},
         "spec.canary.interval",
@@ -219,13 +260,13 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "gateway-api without gatewayRef",
         {"spec": {"traffic": {"router": "gateway-api"}}},
-        "spec.traffic",
+        "spec.traffic.gatewayRef",
         "needs gatewayRef",
     ),
     (
         "gatewayRef with replicas",
         {"spec": {"traffic": {"gatewayRef": {"name": "gw"}}}},
-        "spec.traffic",
+        "spec.traffic.gatewayRef",
         "only with router: gateway-api",
     ),
     (
@@ -310,6 +351,58 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.archive.store",
         "s3://bucket/prefix or pvc://claim/path",
     ),
+    (
+        "confidence on a threshold check",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {"metrics": [{"template": "latency-p99", "confidence": 0.9}]}
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0]",
+        "confidence is for the template latency-distribution",
+    ),
+    (
+        "thresholds on latency-distribution",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [{"template": "latency-distribution", "maxRatioVsStable": 1.2}]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0]",
+        "set confidence and minEffect, not min, max, maxMs, maxDropVsStable or maxRatioVsStable",
+    ),
+    (
+        "confidence of 1",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {"metrics": [{"template": "latency-distribution", "confidence": 1}]}
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0].confidence",
+        "confidence must lie in [0.5, 1), e.g. 0.95",
+    ),
+    (
+        "effect size written as a slowdown",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [{"template": "latency-distribution", "minEffect": 0.2}]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0].minEffect",
+        "minEffect is P(canary slower) and must lie in [0.5, 1]",
+    ),
 ]
 
 
@@ -352,6 +445,26 @@ def test_template_defaults_apply_only_when_no_threshold_is_set() -> None:
     accuracy, latency = md.spec.canary.analysis.resolved_checks()
     assert (accuracy.min, accuracy.max) == (0.85, None)
     assert (latency.max, latency.max_ratio_vs_stable) == (None, 1.2)
+
+
+def test_latency_distribution_defaults_are_documented_values() -> None:
+    metrics = [
+        {"template": "latency-distribution"},
+        {
+            "name": "strict",
+            "template": "latency-distribution",
+            "confidence": 0.99,
+            "minEffect": 0.64,
+        },
+    ]
+    md = parse_model_deployment(
+        merged(BASE, {"spec": {"canary": {"analysis": {"metrics": metrics}}}, "status": None})
+    )
+    default, strict = md.spec.canary.analysis.resolved_checks()
+    assert (default.confidence, default.min_effect, default.min_samples) == (0.95, 0.56, 50)
+    assert (strict.confidence, strict.min_effect) == (0.99, 0.64)
+    assert default.compares_with_stable
+    assert (default.min, default.max, default.unit) == (None, None, "ms")
 
 
 def test_custom_handler_module_is_accepted() -> None:

@@ -79,6 +79,7 @@ def status(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = Non
     st = body.get("status") or {}
     steps = body.get("spec", {}).get("canary", {}).get("steps", [1, 10, 25, 50])
     step = st.get("stepIndex")
+    mirror = body.get("spec", {}).get("canary", {}).get("mirror")
     lines = [
         f"Name:     {api.namespace}/{name}",
         f"Phase:    {st.get('phase', 'Pending')}",
@@ -87,7 +88,13 @@ def status(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = Non
         f"Weight:   {st.get('canaryWeight', 0)}% of traffic"
         + (
             f"  (step {step + 1}/{len(steps)} asks {steps[min(step, len(steps) - 1)]}%)"
-            if step is not None
+            if step is not None and mirror is None
+            else ""
+        )
+        + (
+            f"  (step {step + 1}/{len(steps)}; mirrored: a copy of {mirror.get('percent', 100)}%"
+            " of requests, answers discarded)"
+            if step is not None and mirror is not None
             else ""
         ),
         f"Message:  {st.get('message', '')}",

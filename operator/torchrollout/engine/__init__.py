@@ -14,12 +14,20 @@ from torchrollout.engine.decide import (
     seconds_until_tick,
     tick_due,
 )
-from torchrollout.engine.types import CheckMeasurements, Decision, Event, Measurement, Observation
+from torchrollout.engine.types import (
+    CheckMeasurements,
+    Decision,
+    Event,
+    Histogram,
+    Measurement,
+    Observation,
+)
 
 __all__ = [
     "CheckMeasurements",
     "Decision",
     "Event",
+    "Histogram",
     "Measurement",
     "Observation",
     "assess_check",

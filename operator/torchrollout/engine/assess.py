@@ -2,6 +2,7 @@
 
 `assess_check` never raises. Odd inputs (NaN, negative sample counts, a missing stable
 value for a relative threshold) become Error or Inconclusive with a message saying why.
+Distribution checks (latency-distribution) are judged by `engine.distribution` instead.
 `tick_verdict` folds a tick's check verdicts into one.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from torchrollout.engine.distribution import assess_distribution
 from torchrollout.engine.types import CheckMeasurements, Measurement
 from torchrollout.spec.checks import ResolvedCheck
 from torchrollout.spec.status import CheckStatus, Verdict
@@ -28,6 +30,8 @@ def assess_check(check: ResolvedCheck, measured: CheckMeasurements | None) -> Ch
     )
     if measured is None:
         return result.model_copy(update={"message": "no measurement this tick"})
+    if check.compares_distributions:
+        return assess_distribution(check, measured)
     canary, stable = measured.canary, measured.stable
     stable_value = _usable(stable) if stable is not None else None
     result = result.model_copy(update={"samples": canary.samples, "stable_value": stable_value})

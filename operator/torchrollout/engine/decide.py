@@ -11,8 +11,11 @@ revision becomes a canary that waits to be Ready (within `progressDeadlineSecond
 then takes `steps` of traffic, one interval each, advancing only when every check is
 Successful; Failed, Inconclusive and Error ticks count against their own limits; past
 the last step it is promoted, or at a limit rolled back (weight to 0 first, then scaled
-down). A revert to a recently promoted revision switches back without analysis.
-Annotations promote, abort and retry by hand; `spec.paused` holds everything.
+down). A revert to a recently promoted revision switches back without analysis: warm,
+in the same decision, while the previous stable still has its replicas
+(`canary.scaleDownDelaySeconds` after a promotion, see engine/warm.py), else cold, once its
+pods are ready again. Annotations promote, abort and retry by hand; `spec.paused` holds
+everything.
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from torchrollout.engine.assess import assess_check, tick_verdict
 from torchrollout.engine.conditions import reconcile_conditions
 from torchrollout.engine.types import CheckMeasurements, Decision, Event, Observation
+from torchrollout.engine.warm import (
+    instant_rollback_detail,
+    scale_down_reason,
+    seconds_until_scale_down,
+    warm_after_promotion,
+)
 from torchrollout.spec.document import ModelDeployment, compute_revision
 from torchrollout.spec.status import (
     HISTORY_LIMIT,
@@ -52,6 +61,7 @@ def decide(
     """What to do for `resource` now; never raises for odd measurements."""
     run = _Run(resource, observation, measurements, now)
     run.step()
+    run.keep_or_scale_down_previous_stable()
     return run.finish()
 
 
@@ -117,6 +127,8 @@ class _Run:
         self.requeue_after: float | None = None
         self.checks: tuple[CheckStatus, ...] = ()
         self.transitions: list[Phase] = []
+        self.warm_revert = False
+        """This decision found the reverted-to revision ready with all its replicas."""
         present = resource.requests()
         handled = self.status.handled_requests
         self.requests = {k for k, v in present.items() if handled.get(k) != v}
@@ -248,6 +260,7 @@ class _Run:
             step_index=None,
             pause_reason=None,
             rollback_reason=None,
+            instant_rollback=False,
             message=f"spec names the stable version {status.stable_version}; {what}",
         )
         self.event("Normal", "Reverted", self.status.message)
@@ -274,15 +287,32 @@ class _Run:
         fresh = self.fresh_canary()
         windowed = {e.revision for e in rollback_window(status, self.spec.canary.rollback_window)}
         if self.revision in windowed:
-            self.update(
-                **{**fresh, "step_started_at": self.now},
-                phase=Phase.PROMOTING,
-                message=f"rolling back to version {self.version} without analysis (rollbackWindow)",
-            )
-            self.event("Normal", "InstantRollback", self.status.message)
-            self.promoting()
+            self.instant_rollback(fresh)
             return
         self.start_canary(fresh)
+
+    def instant_rollback(self, fresh: dict[str, Any]) -> None:
+        """Back to a recently promoted revision, without analysis: at once when it is still
+        warm (ready, with the stable's replicas), else once its pods are ready again."""
+        obs = self.observation
+        self.warm_revert = self.canary_full()
+        ready = obs.canary_ready_replicas
+        if self.warm_revert:
+            n = obs.stable_replicas if ready is None else ready
+            state = f"warm, revision {self.revision} still has {n} ready {_replicas(n)}"
+        else:
+            state = (
+                f"cold, revision {self.revision} has {ready or 0} of {obs.stable_replicas} "
+                f"{_replicas(obs.stable_replicas)} ready; waiting for them"
+            )
+        self.update(
+            **{**fresh, "step_started_at": self.now, "instant_rollback": True},
+            phase=Phase.PROMOTING,
+            message=f"rolling back to version {self.version} without analysis "
+            f"(rollbackWindow): {state}",
+        )
+        self.event("Normal", "InstantRollback", self.status.message)
+        self.promoting()
 
     def fresh_canary(self) -> dict[str, Any]:
         """Status fields of a canary of the spec's revision that has just begun."""
@@ -294,6 +324,7 @@ class _Run:
             "step_started_at": None,
             "pause_reason": None,
             "rollback_reason": None,
+            "instant_rollback": False,
             "analysis": AnalysisStatus(),
         }
 
@@ -507,10 +538,15 @@ class _Run:
         self.event("Normal", "Promoting", self.status.message)
         self.promoting()
 
-    def promoting(self) -> None:
+    def canary_full(self) -> bool:
+        """The spec's revision is ready with (at least) the stable's replica count."""
         obs = self.observation
         full = obs.canary_ready_replicas is None or obs.canary_ready_replicas >= obs.stable_replicas
-        if obs.canary_ready and full:
+        return obs.canary_ready and full
+
+    def promoting(self) -> None:
+        obs = self.observation
+        if self.canary_full():
             self.promote()
             return
         deadline = self.spec.canary.progress_deadline_seconds
@@ -524,8 +560,25 @@ class _Run:
 
     def promote(self) -> None:
         status = self.status
-        reason = status.message
-        entry = self.history_entry(promoted=True, reason=reason)
+        how: Literal["warm", "cold"] | None = None
+        if status.instant_rollback:
+            how = "warm" if self.warm_revert else "cold"
+            obs = self.observation
+            detail = instant_rollback_detail(
+                how,
+                revision=status.canary_revision or self.revision,
+                ready=obs.canary_ready_replicas or obs.stable_replicas,
+                waited=self.elapsed(status.step_started_at),
+            )
+            reason = f"instant rollback without analysis (rollbackWindow), {detail}"
+            message = (
+                f"rolled back to version {status.canary_version}, {detail}; it serves all traffic"
+            )
+        else:
+            reason = status.message
+            message = f"version {status.canary_version} promoted; it serves all traffic"
+        entry = self.history_entry(promoted=True, reason=reason, instant_rollback=how)
+        warm = warm_after_promotion(self.spec, status, self.now)
         self.update(
             phase=Phase.SUCCEEDED,
             stable_revision=status.canary_revision,
@@ -535,16 +588,34 @@ class _Run:
             step_index=None,
             step_started_at=None,
             pause_reason=None,
+            instant_rollback=False,
+            warm_revision=warm,
             history=_appended(status.history, entry),
-            message=f"version {status.canary_version} promoted; it serves all traffic",
+            message=message,
         )
         self.event("Normal", "Promoted", self.status.message)
+
+    def keep_or_scale_down_previous_stable(self) -> None:
+        """Keep the previous stable warm until its delay ends (and be called back then), or
+        let it go: the renderer scales it to zero once the status no longer names it."""
+        warm = self.status.warm_revision
+        if warm is None:
+            return
+        left = seconds_until_scale_down(warm, self.now)
+        why = scale_down_reason(self.spec, self.status, warm, left)
+        if why is None:
+            self.requeue(left)
+            return
+        self.update(warm_revision=None)
+        if why:
+            self.event("Normal", "PreviousStableScaledDown", why)
 
     def rollback(self, reason: str) -> None:
         self.update(
             phase=Phase.ROLLING_BACK,
             rollback_reason=reason,
             pause_reason=None,
+            instant_rollback=False,
             message=f"rolling back {self.status.canary_version}: {reason}",
         )
         self.event("Warning", "RollingBack", self.status.message)
@@ -567,7 +638,13 @@ class _Run:
         )
         self.event("Warning", "RolledBack", self.status.message)
 
-    def history_entry(self, *, promoted: bool, reason: str) -> HistoryEntry:
+    def history_entry(
+        self,
+        *,
+        promoted: bool,
+        reason: str,
+        instant_rollback: Literal["warm", "cold"] | None = None,
+    ) -> HistoryEntry:
         status = self.status
         canary = status.canary_revision is not None and status.phase is not Phase.BUILDING
         revision = (status.canary_revision if canary else status.stable_revision) or self.revision
@@ -578,8 +655,13 @@ class _Run:
             promoted_at=self.now if promoted else None,
             rolled_back_at=None if promoted else self.now,
             reason=reason,
+            instant_rollback=instant_rollback,
         )
 
 
 def _appended(history: list[HistoryEntry], entry: HistoryEntry) -> list[HistoryEntry]:
     return [*history, entry][-HISTORY_LIMIT:]
+
+
+def _replicas(count: int) -> str:
+    return "replica" if count == 1 else "replicas"

@@ -1,7 +1,8 @@
 """The values the decision engine takes and gives: frozen dataclasses, no behaviour.
 
 Inputs: what the platform observed (`Observation`) and what the metrics said
-(`Measurement`, a pair of them per check in `CheckMeasurements`). Output: a `Decision`,
+(`Measurement`, a pair of them per check in `CheckMeasurements`; a distribution check's
+measurement carries a latency `Histogram` instead of one value). Output: a `Decision`,
 which holds the new status, the weight the router should set, events to post and when
 to look again. Errors are data here: a Measurement carries its own Error or
 Inconclusive verdict instead of raising.
@@ -10,10 +11,40 @@ Inconclusive verdict instead of raising.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from torchrollout.spec.status import CheckStatus, ModelDeploymentStatus, Phase, Verdict
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One cumulative bucket of a histogram: `count` observations were at most `le`."""
+
+    le: float
+    count: float
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A latency histogram over one interval, as Prometheus keeps it: cumulative `le`
+    buckets in seconds, in increasing order, the last one +Inf (so its count is the total).
+
+    Counts come from `increase()`, which extrapolates to the window's edges: they need not
+    be whole numbers, and may even dip by a fraction from one bucket to the next.
+    """
+
+    buckets: tuple[Bucket, ...]
+
+    @classmethod
+    def of(cls, counts: Mapping[float, float]) -> Histogram:
+        """From `{le: cumulative count}`, in any order."""
+        return cls(tuple(Bucket(le, counts[le]) for le in sorted(counts)))
+
+    @property
+    def total(self) -> float:
+        return self.buckets[-1].count if self.buckets else 0.0
 
 
 @dataclass(frozen=True)
@@ -22,19 +53,25 @@ class Measurement:
 
     `verdict` is set when the measurement alone decides it: Error (backend down, bad
     query, several series) or Inconclusive (no data, NaN). A measurement with a value
-    has no verdict yet: thresholds judge it.
+    has no verdict yet: thresholds judge it. A distribution check is measured as a
+    `histogram` (with `samples` its total) and no value.
     """
 
     value: float | None = None
     samples: int | None = None
     verdict: Verdict | None = None
     message: str = ""
+    histogram: Histogram | None = None
 
     @classmethod
     def of(cls, value: float, samples: int | None = None) -> Measurement:
         if math.isnan(value):
             return cls.no_data("the query returned NaN (no traffic in the interval?)", samples)
         return cls(value=value, samples=samples)
+
+    @classmethod
+    def of_histogram(cls, histogram: Histogram) -> Measurement:
+        return cls(samples=round(histogram.total), histogram=histogram)
 
     @classmethod
     def no_data(cls, message: str, samples: int | None = None) -> Measurement:

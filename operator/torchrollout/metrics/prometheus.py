@@ -3,7 +3,8 @@
 Every outcome is a Measurement, never an exception: an unreachable server, a timeout,
 an HTTP error or a rejected query are Error; an empty result or NaN is Inconclusive
 (no traffic yet is not a bad model); several series are Error, because a check must
-reduce to one number and the query should say how (sum, avg, max).
+reduce to one number and the query should say how (sum, avg, max). A distribution check
+reads a histogram instead: one series per `le` bucket, which must include +Inf.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from torchrollout.engine.types import Measurement
+from torchrollout.engine.types import Histogram, Measurement
 from torchrollout.errors import PrometheusError
 from torchrollout.metrics.templates import Target, queries_for
 from torchrollout.spec.checks import ResolvedCheck
@@ -40,6 +41,8 @@ class PrometheusProvider:
 
     def measure(self, check: ResolvedCheck, target: Target) -> Measurement:
         queries = queries_for(check, target)
+        if queries.histogram:
+            return self.query_histogram(queries.value)
         measured = self.query(queries.value)
         if queries.samples is None or measured.verdict is not None:
             return measured
@@ -52,6 +55,16 @@ class PrometheusProvider:
 
     def query(self, promql: str) -> Measurement:
         """One instant query as a Measurement."""
+        data = self._instant(promql)
+        return data if isinstance(data, Measurement) else _from_result(data, promql)
+
+    def query_histogram(self, promql: str) -> Measurement:
+        """One instant query returning cumulative `le` buckets, as a histogram Measurement."""
+        data = self._instant(promql)
+        return data if isinstance(data, Measurement) else _histogram_from_result(data, promql)
+
+    def _instant(self, promql: str) -> dict[str, Any] | Measurement:
+        """The `data` of a successful answer, or an Error measurement saying what failed."""
         try:
             response = self._client.get(f"{self.url}/api/v1/query", params={"query": promql})
         except httpx.TimeoutException:
@@ -70,7 +83,8 @@ class PrometheusProvider:
                 f"Prometheus rejected the query (HTTP {response.status_code}): {detail}; "
                 f"query: {promql}"
             )
-        return _from_result(body.get("data", {}), promql)
+        data = body.get("data")
+        return data if isinstance(data, dict) else {}
 
 
 def _from_result(data: dict[str, Any], promql: str) -> Measurement:
@@ -86,6 +100,38 @@ def _from_result(data: dict[str, Any], promql: str) -> Measurement:
             f"the query returned {len(result)} series; aggregate it to one (sum, avg, max)"
         )
     return _sample(result[0].get("value"))
+
+
+def _histogram_from_result(data: dict[str, Any], promql: str) -> Measurement:
+    kind, result = data.get("resultType"), data.get("result")
+    if kind != "vector" or not isinstance(result, list):
+        return Measurement.error(
+            f"the query returned a {kind}, not histogram buckets; query: {promql}"
+        )
+    if not result:
+        return Measurement.no_data("no data: no latency histogram series (no traffic yet?)")
+    counts: dict[float, float] = {}
+    for series in result:
+        metric = series.get("metric") if isinstance(series, dict) else None
+        le: Any = metric.get("le") if isinstance(metric, dict) else None
+        try:
+            bound, count = float(le), float(series["value"][1])
+        except (TypeError, ValueError, IndexError, KeyError):
+            return Measurement.error(
+                f"Prometheus returned an unreadable histogram bucket {series!r}; query: {promql}"
+            )
+        if bound in counts:
+            return Measurement.error(
+                f"the histogram has two buckets le={le}; aggregate it by le; query: {promql}"
+            )
+        counts[bound] = count
+    if math.inf not in counts:
+        return Measurement.error(f"the histogram has no le=+Inf bucket; query: {promql}")
+    if any(math.isnan(count) for count in counts.values()):
+        return Measurement.no_data(
+            "no data: the histogram's counts are NaN (no traffic in the interval?)"
+        )
+    return Measurement.of_histogram(Histogram.of(counts))
 
 
 def _sample(pair: Any) -> Measurement:

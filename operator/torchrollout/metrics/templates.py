@@ -4,7 +4,8 @@ Every query selects one revision by the `namespace` and `revision` labels that t
 scrape configuration puts on each target (the chart's ServiceMonitor in a cluster,
 the rehearsal's scrape config on a laptop), never a moving "canary" track. Values
 come out in the check's unit: latency in milliseconds, accuracy and error rate as
-fractions, mean absolute error in the label's unit.
+fractions, mean absolute error in the label's unit. A distribution check's query returns
+the latency histogram's cumulative buckets instead, one series per `le`, in seconds.
 
 The metric names are the handlers' (see model-handlers/README.md) and TorchServe's own
 `Requests2XX/4XX/5XX`, which a TorchServe serving one model counts per revision. A check
@@ -65,10 +66,15 @@ def rollout_targets(md: ModelDeployment) -> tuple[Target, Target]:
 
 @dataclass(frozen=True)
 class Queries:
-    """The PromQL for one check and revision: its value, and its sample count if known."""
+    """The PromQL for one check and revision: its value, and its sample count if known.
+
+    With `histogram`, `value` returns one series per `le` bucket (cumulative counts over
+    the interval) instead of one number, and the +Inf bucket is the sample count.
+    """
 
     value: str
     samples: str | None = None
+    histogram: bool = False
 
 
 def _increase(metric: str, selector: str, interval: str) -> str:
@@ -101,6 +107,9 @@ def queries_for(check: ResolvedCheck, target: Target) -> Queries:
         case Template.LATENCY_MEAN:
             total = _increase(f"{LATENCY}_sum", selector, window)
             return Queries(value=f"{total} / {requests} * 1000", samples=requests)
+        case Template.LATENCY_DISTRIBUTION:
+            counts = f"sum by (le) (increase({LATENCY}_bucket{selector}[{window}]))"
+            return Queries(value=counts, histogram=True)
         case Template.ERROR_RATE:
             # Each response class on its own: increase() drops metric names, so one
             # regex over all three would collide. A class never seen counts as zero.

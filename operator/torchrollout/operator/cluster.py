@@ -64,16 +64,28 @@ def contains(actual: Any, wanted: Any) -> bool:
 
 
 def apply(cluster: ClusterApi, obj: dict[str, Any]) -> dict[str, Any]:
-    """Create `obj`, or merge-patch the fields it sets when the live object differs."""
+    """Create `obj`, or merge-patch the fields it sets when the live object differs.
+
+    A null map entry in `obj` means "absent": dropped on create, deleted by the patch.
+    """
     meta = obj["metadata"]
     api_version, kind = obj["apiVersion"], obj["kind"]
     live = cluster.get(api_version, kind, meta["namespace"], meta["name"])
     if live is None:
-        return cluster.create(obj)
+        return cluster.create(_without_none(obj))
     wanted = {k: v for k, v in obj.items() if k in {"metadata", "spec", "data"}}
     if contains(live, wanted):
         return live
     return cluster.patch(api_version, kind, meta["namespace"], meta["name"], wanted)
+
+
+def _without_none(value: Any) -> Any:
+    """`value` without the null map entries that a merge patch would use to delete a key."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 class FakeCluster:

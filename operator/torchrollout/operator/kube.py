@@ -93,6 +93,14 @@ class KubernetesCluster:
             created = self._resource(obj["apiVersion"], obj["kind"]).create(
                 body=obj, namespace=meta["namespace"]
             )
+        except NotFoundError as exc:
+            # Its CRD may have been removed since discovery: look again (KindNotInstalled).
+            self._resources.pop((obj["apiVersion"], obj["kind"]), None)
+            self._client.resources.invalidate_cache()
+            self._resource(obj["apiVersion"], obj["kind"])
+            raise _translate(
+                exc, f"create {obj['kind']} {meta['namespace']}/{meta['name']}"
+            ) from exc
         except (DynamicApiError, ApiException) as exc:
             raise _translate(
                 exc, f"create {obj['kind']} {meta['namespace']}/{meta['name']}"

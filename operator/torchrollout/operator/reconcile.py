@@ -39,14 +39,9 @@ from torchrollout.operator.evaluation import (
     without_labels,
 )
 from torchrollout.operator.pods import PodTrouble, pod_trouble, pods_condition, refused_condition
-from torchrollout.operator.routers import (
-    Workload,
-    route_condition,
-    router_for,
-    share_condition,
-)
+from torchrollout.operator.routers import Workload, router_for, share_condition
 from torchrollout.operator.telemetry import OperatorMetrics
-from torchrollout.render import names, plan
+from torchrollout.render import names, plan, route_names
 from torchrollout.spec.document import (
     API_VERSION,
     KIND,
@@ -138,7 +133,11 @@ class Reconciler:
             workloads = self._workloads(md)
             achieved = self._achieved_weight(md, workloads)
             md = md.model_copy(
-                update={"status": md.status.model_copy(update={"canary_weight": achieved})}
+                update={
+                    "status": md.status.model_copy(
+                        update={"canary_weight": achieved, "router": md.spec.traffic.router}
+                    )
+                }
             )
             if decision.requeue_after != 0 or not decision.transitions:
                 break
@@ -278,31 +277,30 @@ class Reconciler:
         stable_replicas: int,
     ) -> list[Condition]:
         planned = plan(md, stable_replicas=stable_replicas, store=self._store(md))
+        router = router_for(md, self.cluster)
+        route_kinds = {kind for _, kind, _ in route_names(md, md.spec.traffic.router)}
         conditions = []
-        route: dict[str, Any] | None = None
+        routes: list[dict[str, Any]] = []
+        missing = False
         for obj in planned.objects:
             try:
                 applied = apply(self.cluster, obj)
-                if obj["kind"] == "HTTPRoute":
-                    route = applied
+                if obj["kind"] in route_kinds:
+                    routes.append(applied)
             except ClusterError as exc:
                 if exc.status == 422 and obj["kind"] in {"Deployment", "Job"}:
                     conditions.append(refused_condition(obj, exc))
                     continue
-                if not isinstance(exc, KindNotInstalled):
+                if not isinstance(exc, KindNotInstalled) or obj["kind"] not in route_kinds:
                     raise
-                if obj["kind"] != "HTTPRoute":
-                    raise
-                conditions.append(
-                    Condition(
-                        type="RouterReady",
-                        status="False",
-                        reason="GatewayAPINotInstalled",
-                        message="router gateway-api needs the Gateway API CRDs "
-                        "(httproutes.gateway.networking.k8s.io); "
-                        "install them or use router: replicas",
-                    )
-                )
+                missing = True
+        if missing:
+            conditions.append(router.not_installed(md))
+        else:  # as applied, with what the Gateway (or the IngressClass) says
+            ready = router.condition(md, routes)
+            if ready is not None:
+                conditions.append(ready)
+        self._drop_other_routes(md)
         for name, replicas in planned.scale.items():
             live = next((w for w in workloads.values() if w.name == name), None)
             if live is not None and live.replicas != replicas:
@@ -321,9 +319,18 @@ class Reconciler:
                     self.cluster.delete(api, kind, md.metadata.namespace, workload.name)
         if not any(c.type == "PodSettingsValid" for c in conditions):
             conditions.append(Condition(type="PodSettingsValid", status="True", reason="Accepted"))
-        if route is not None:  # as applied, with the status the Gateway wrote
-            conditions.append(route_condition(route, md))
         return conditions
+
+    def _drop_other_routes(self, md: ModelDeployment) -> None:
+        """Once the spec names another router, delete the objects the previous one made."""
+        previous = md.status.router
+        if previous is None or previous == md.spec.traffic.router:
+            return
+        for api_version, kind, name in route_names(md, previous):
+            try:
+                self.cluster.delete(api_version, kind, md.metadata.namespace, name)
+            except KindNotInstalled:
+                continue
 
     def _achieved_weight(self, md: ModelDeployment, workloads: dict[str, Workload]) -> int:
         stable = workloads.get(md.status.stable_revision or "")

@@ -1,6 +1,7 @@
 """The operator's own Prometheus metrics (prometheus-client), on a registry of its own.
 
-torchrollout_rollouts_total{outcome}              promoted / rolled_back / instant_rollback
+torchrollout_rollouts_total{outcome}              promoted / rolled_back /
+                                                  instant_rollback_warm / instant_rollback_cold
 torchrollout_canary_weight{namespace, name}       the weight the router achieved
 torchrollout_check_verdicts_total{check, verdict} every check of every tick
 torchrollout_tick_duration_seconds                measuring one analysis tick
@@ -56,6 +57,7 @@ class OperatorMetrics:
         if Phase.ROLLED_BACK in decision.transitions:
             self.rollouts.labels("rolled_back").inc()
         if "Promoted" in reasons:
-            self.rollouts.labels(
-                "instant_rollback" if "InstantRollback" in reasons else "promoted"
-            ).inc()
+            # A revert inside rollbackWindow is warm when the previous stable still had its
+            # replicas (traffic moved in that decision), cold when its pods had to start.
+            how = decision.status.history[-1].instant_rollback
+            self.rollouts.labels(f"instant_rollback_{how}" if how else "promoted").inc()

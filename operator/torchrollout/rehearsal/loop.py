@@ -31,6 +31,7 @@ from torchrollout.engine import Decision, Event, decide, tick_due, tick_verdict
 from torchrollout.metrics import MetricProvider, Target, measure_tick, rollout_targets
 from torchrollout.rehearsal.platform import RolloutPlatform
 from torchrollout.rehearsal.resources import Pair
+from torchrollout.render import expected_mirror, expected_share
 from torchrollout.spec.checks import ResolvedCheck
 from torchrollout.spec.status import (
     CheckStatus,
@@ -258,10 +259,14 @@ class RolloutLoop:
 
     def _apply(self, decision: Decision) -> ModelDeploymentStatus:
         status = decision.status
+        # The share the spec's router would give, not the step: whole pods with `replicas`.
+        resource = self.pair.canary.resource.model_copy(update={"status": status})
+        share = expected_share(resource, stable_replicas=resource.spec.runtime.replicas)
         achieved = self.platform.set_weight(
             stable=status.stable_revision or "",
             canary=status.canary_revision,
-            weight=decision.weight,
+            weight=share,
+            mirror=expected_mirror(resource),
         )
         return status.model_copy(update={"canary_weight": achieved})
 

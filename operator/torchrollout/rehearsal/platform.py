@@ -5,7 +5,8 @@ rehearsal drives local TorchServe processes. Both answer the engine's two questi
 same way, so the loop in `loop.py` runs `decide` exactly as the operator does:
 
 - `set_weight` sends `weight` percent of traffic to the canary revision and the rest to the
-  stable one, and returns the weight really achieved (Flagger's lesson: read the split
+  stable one (and copies `mirror` percent to the canary), and returns the weight really
+  achieved (Flagger's lesson: read the split
   back instead of trusting memory). A promotion makes the former canary the stable
   revision with weight 0, so all traffic reaches its server; a rollback keeps the old
   stable revision at weight 0.
@@ -30,8 +31,9 @@ from torchrollout.rehearsal.traffic import Route, Router
 class RolloutPlatform(Protocol):
     """Where the revisions run and how traffic is split between them."""
 
-    def set_weight(self, *, stable: str, canary: str | None, weight: int) -> int:
-        """Route `weight` percent to revision `canary`, the rest to `stable`; the weight set."""
+    def set_weight(self, *, stable: str, canary: str | None, weight: int, mirror: int = 0) -> int:
+        """Route `weight` percent to revision `canary`, the rest to `stable`, and copy `mirror`
+        percent to `canary`; the weight set."""
         ...
 
     def observe(self, *, stable: str, canary: str | None) -> Observation:
@@ -53,8 +55,8 @@ class LocalPlatform:
     def close(self) -> None:
         self._client.close()
 
-    def set_weight(self, *, stable: str, canary: str | None, weight: int) -> int:
-        return self.router.set(Route(stable, canary, weight)).weight
+    def set_weight(self, *, stable: str, canary: str | None, weight: int, mirror: int = 0) -> int:
+        return self.router.set(Route(stable, canary, weight, mirror)).weight
 
     def _ready(self, revision: str | None) -> bool:
         url = self.router.urls.get(revision or "")
@@ -80,8 +82,10 @@ class FakePlatform:
     ready: Mapping[str, bool] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
 
-    def set_weight(self, *, stable: str, canary: str | None, weight: int) -> int:
-        route = Route(stable, canary, weight if canary is not None else 0)
+    def set_weight(self, *, stable: str, canary: str | None, weight: int, mirror: int = 0) -> int:
+        if canary is None:
+            weight = mirror = 0
+        route = Route(stable, canary, weight, mirror)
         if not self.routes or self.routes[-1] != route:
             self.routes.append(route)
         return route.weight

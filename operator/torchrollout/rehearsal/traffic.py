@@ -78,11 +78,13 @@ def read_traffic(path: Path) -> Traffic:
 
 @dataclass(frozen=True)
 class Route:
-    """Where traffic goes now: the stable and (maybe) canary revisions and the canary weight."""
+    """Where traffic goes now: the stable and (maybe) canary revisions, the canary weight,
+    and the percent of requests also copied to the canary (a mirror; answers discarded)."""
 
     stable: str
     canary: str | None = None
     weight: int = 0
+    mirror: int = 0
 
 
 class Router:
@@ -98,7 +100,7 @@ class Router:
 
     def set(self, route: Route) -> Route:
         if route.canary is None or route.canary not in self.urls:
-            route = Route(route.stable, route.canary, 0)
+            route = Route(route.stable, route.canary, 0, 0)
         self._route = route  # one reference assignment: atomic for the sender threads
         return route
 
@@ -198,8 +200,22 @@ class LoadGenerator:
             to_canary = route.canary is not None and self._random.random() * 100 < route.weight
         return due, body, to_canary, route
 
-    def _run(self) -> None:
+    def _mirrored(self, route: Route) -> bool:
+        if route.canary is None or route.mirror <= 0:
+            return False
+        with self._lock:
+            return self._random.random() * 100 < route.mirror
+
+    def _send(self, client: httpx.Client, revision: str, body: bytes) -> None:
+        url = f"{self.router.urls[revision]}/predictions/{self.model_name}"
         headers = {"Content-Type": "application/json"}
+        try:
+            outcome = _outcome(client.post(url, content=body, headers=headers).status_code)
+        except httpx.HTTPError:
+            outcome = "failed"
+        self.stats.count(revision, outcome, math.floor(time.monotonic() - self.origin))
+
+    def _run(self) -> None:
         with httpx.Client(timeout=self.timeout) as client:
             while not self._stop.is_set():
                 due, body, to_canary, route = self._claim()
@@ -213,10 +229,6 @@ class LoadGenerator:
                         draw = self._random.random() * 100
                     to_canary = current.canary is not None and draw < current.weight
                 revision = current.canary if to_canary and current.canary else current.stable
-                url = f"{self.router.urls[revision]}/predictions/{self.model_name}"
-                try:
-                    outcome = _outcome(client.post(url, content=body, headers=headers).status_code)
-                except httpx.HTTPError:
-                    outcome = "failed"
-                second = math.floor(time.monotonic() - self.origin)
-                self.stats.count(revision, outcome, second)
+                self._send(client, revision, body)
+                if current.canary is not None and self._mirrored(current):
+                    self._send(client, current.canary, body)  # the copy: its answer is dropped

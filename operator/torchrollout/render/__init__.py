@@ -6,7 +6,19 @@ render` prints it.
 
 from __future__ import annotations
 
-from torchrollout.render.plan import Plan, canary_replicas, plan
+from torchrollout.render.plan import (
+    Plan,
+    canary_replicas,
+    expected_mirror,
+    expected_share,
+    plan,
+)
+from torchrollout.render.routes import (
+    ingress_weight,
+    route_names,
+    route_weight,
+    virtual_service_weight,
+)
 from torchrollout.render.traffic import (
     SHARE_TOLERANCE,
     ReplicaShare,
@@ -15,7 +27,6 @@ from torchrollout.render.traffic import (
     replica_share,
     replica_weight,
     replicas_for_share,
-    route_weight,
 )
 
 __all__ = [
@@ -24,10 +35,15 @@ __all__ = [
     "ReplicaShare",
     "canary_replicas",
     "canary_replicas_for",
+    "expected_mirror",
+    "expected_share",
+    "ingress_weight",
     "plan",
     "replica_router_canary",
     "replica_share",
     "replica_weight",
     "replicas_for_share",
+    "route_names",
     "route_weight",
+    "virtual_service_weight",
 ]

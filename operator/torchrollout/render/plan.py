@@ -3,7 +3,9 @@
 `plan` is pure: spec and status in, objects and replica counts out. Only the spec's own
 revision can be rendered (older revisions were rendered from older specs), so the plan
 also says which other revisions' Deployments to scale and which to keep: the stable, the
-canary, and the previously promoted ones inside the rollback window, kept at zero.
+canary, the previous stable while `status.warmRevision` keeps it warm (at the stable's
+replica count, for `canary.scaleDownDelaySeconds` after a promotion), and the previously
+promoted ones inside the rollback window, kept at zero.
 
 With an archive store, the spec's revision gets its build Job until its archive is in the
 store (`status.archives`), and its Deployment only after: its pods fetch that archive.
@@ -16,13 +18,14 @@ from typing import Any
 
 from torchrollout.engine.decide import desired_weight, rollback_window
 from torchrollout.render import names
+from torchrollout.render.routes import render_routes
 from torchrollout.render.traffic import (
     canary_replicas_for,
     render_hpa,
-    render_http_route,
     render_pdb,
     render_services,
     replica_router_canary,
+    replica_weight,
 )
 from torchrollout.render.workload import (
     render_archive_job,
@@ -84,6 +87,9 @@ def plan(md: ModelDeployment, *, stable_replicas: int, store: str | None = None)
     replicas = {stable: stable_replicas}
     if canary is not None:
         replicas[canary] = canary_replicas(md, stable_replicas=stable_replicas)
+    warm = status.warm_revision
+    if warm is not None and warm.revision not in replicas:
+        replicas[warm.revision] = stable_replicas  # ready for a revert in one reconcile
     window = {e.revision for e in rollback_window(status, md.spec.canary.rollback_window)}
     for revision in window - replicas.keys():
         replicas[revision] = 0
@@ -91,8 +97,7 @@ def plan(md: ModelDeployment, *, stable_replicas: int, store: str | None = None)
     # Traffic first, workloads after: a weight moves off a revision before it shrinks.
     weight = desired_weight(md.spec, status)
     objects: list[dict[str, Any]] = render_services(md, stable=stable, canary=canary)
-    if md.spec.traffic.router == "gateway-api":
-        objects.append(render_http_route(md, weight=weight))
+    objects += render_routes(md, weight=weight)
     objects.append(render_pdb(md))
     rendered = spec_revision in replicas or spec_revision == status.canary_revision
     archive = status.archive_for(spec_revision) if store is not None else None
@@ -122,3 +127,24 @@ def plan(md: ModelDeployment, *, stable_replicas: int, store: str | None = None)
         weight=weight,
         building=building and rendered,
     )
+
+
+def expected_share(md: ModelDeployment, *, stable_replicas: int) -> int:
+    """The canary's share of traffic once the plan is applied and every pod is ready: what
+    the router would read back. The replicas router gives whole pods' shares (1 canary pod
+    beside 1 stable one is 50%, whatever the step); a mirror gives the canary none."""
+    weight = desired_weight(md.spec, md.status)
+    if weight <= 0 or md.spec.canary.mirror is not None:
+        return 0
+    if md.spec.traffic.router != "replicas":
+        return weight
+    canary = canary_replicas(md, stable_replicas=stable_replicas)
+    return replica_weight(stable_ready=stable_replicas, canary_ready=canary)
+
+
+def expected_mirror(md: ModelDeployment) -> int:
+    """Percent of requests the router copies to the canary now (0 without a mirror)."""
+    mirror = md.spec.canary.mirror
+    if mirror is None or desired_weight(md.spec, md.status) <= 0:
+        return 0
+    return mirror.percent

@@ -1,9 +1,10 @@
-"""Objects that route traffic: the three Services, the HTTPRoute, the PDB and the HPA.
+"""Objects around the revisions: the three Services, the PDB and the HPA; replica shares.
 
-`NAME` selects every revision (with the `replicas` router the split is the ratio of ready
-replicas); `NAME-stable` and `NAME-canary` select one revision each, so promotion re-points
-selectors and restarts no pod. The `gateway-api` router weights `NAME-stable` and
-`NAME-canary` in an HTTPRoute.
+While a canary runs `NAME` selects every revision (with the `replicas` router the split is
+the ratio of ready replicas), otherwise the stable alone (a previous stable kept warm for a
+revert takes no traffic); `NAME-stable` and `NAME-canary` select one revision each, so
+promotion re-points selectors and restarts no pod. The weighted routers' objects (which
+weight `NAME-stable` and `NAME-canary`) are in `routes`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from typing import Any
 
 from torchrollout.render import names
 from torchrollout.spec.document import ModelDeployment
-
-GATEWAY_API = "gateway.networking.k8s.io/v1"
 
 
 def canary_replicas_for(stable_replicas: int, weight: int) -> int:
@@ -111,65 +110,12 @@ def _service(md: ModelDeployment, name: str, selector: dict[str, str]) -> dict[s
 def render_services(
     md: ModelDeployment, *, stable: str, canary: str | None
 ) -> list[dict[str, Any]]:
+    client = names.selector(md) if canary is not None else names.selector(md, stable)
     return [
-        _service(md, md.metadata.name, names.selector(md)),
+        _service(md, md.metadata.name, client),
         _service(md, names.stable_service(md), names.selector(md, stable)),
         _service(md, names.canary_service(md), names.selector(md, canary or stable)),
     ]
-
-
-def render_http_route(md: ModelDeployment, *, weight: int) -> dict[str, Any]:
-    """The HTTPRoute splitting `weight` percent to the canary Service."""
-    traffic = md.spec.traffic
-    ref = traffic.gateway_ref
-    assert ref is not None  # validated: gateway-api needs gatewayRef
-    parent: dict[str, Any] = {"name": ref.name}
-    if ref.namespace:
-        parent["namespace"] = ref.namespace
-    if ref.section_name:
-        parent["sectionName"] = ref.section_name
-    spec: dict[str, Any] = {
-        "parentRefs": [parent],
-        "rules": [
-            {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {
-                        "name": names.stable_service(md),
-                        "port": names.SERVICE_PORT,
-                        "weight": 100 - weight,
-                    },
-                    {
-                        "name": names.canary_service(md),
-                        "port": names.SERVICE_PORT,
-                        "weight": weight,
-                    },
-                ],
-            }
-        ],
-    }
-    if traffic.hostnames:
-        spec["hostnames"] = list(traffic.hostnames)
-    return {
-        "apiVersion": GATEWAY_API,
-        "kind": "HTTPRoute",
-        "metadata": names.metadata(md, md.metadata.name),
-        "spec": spec,
-    }
-
-
-def route_weight(route: dict[str, Any], md: ModelDeployment) -> int | None:
-    """The canary weight an HTTPRoute really carries, or None if it has no such split."""
-    for rule in route.get("spec", {}).get("rules", []):
-        weights = {ref.get("name"): ref.get("weight", 1) for ref in rule.get("backendRefs", [])}
-        stable, canary = (
-            weights.get(names.stable_service(md)),
-            weights.get(names.canary_service(md)),
-        )
-        if stable is not None and canary is not None:
-            total = stable + canary
-            return round(100 * canary / total) if total else 0
-    return None
 
 
 def render_pdb(md: ModelDeployment) -> dict[str, Any]:

@@ -42,6 +42,15 @@ def cel_strings(values: Iterable[str]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in sorted(values)) + "]"
 
 
+class FieldValueError(ValueError):
+    """A rule of a model about one of its fields below it (`field`, e.g. canary.match), so
+    the problem names that field and not the model."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class SpecModel(BaseModel):
     """Base of every spec model: camelCase in YAML, unknown fields refused, immutable."""
 

@@ -23,6 +23,7 @@ class Template(StrEnum):
     LATENCY_MEAN = "latency-mean"
     ERROR_RATE = "error-rate"
     MEAN_ABSOLUTE_ERROR = "mean-absolute-error"
+    LATENCY_DISTRIBUTION = "latency-distribution"
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,20 @@ TEMPLATES: dict[Template, TemplateInfo] = {
     Template.LATENCY_MEAN: TemplateInfo(unit="ms", fraction=False, default_max=500.0),
     Template.ERROR_RATE: TemplateInfo(unit="ratio", fraction=True, default_max=0.05),
     Template.MEAN_ABSOLUTE_ERROR: TemplateInfo(unit="label units", fraction=False),
+    # Judged on the whole distribution (see DISTRIBUTION_TEMPLATES); the values shown are
+    # the two revisions' median latencies.
+    Template.LATENCY_DISTRIBUTION: TemplateInfo(unit="ms", fraction=False),
 }
 
 LATENCY_TEMPLATES = frozenset({Template.LATENCY_P99, Template.LATENCY_MEAN})
+# Templates that compare the canary's distribution with the stable's (a one-sided
+# Mann-Whitney test with an effect-size floor) instead of a value with thresholds.
+DISTRIBUTION_TEMPLATES = frozenset({Template.LATENCY_DISTRIBUTION})
+# Fails only when the slowdown is significant at this confidence...
+DEFAULT_CONFIDENCE = 0.95
+# ...and P(a canary request is slower than a stable one) reaches this: Vargha and
+# Delaney's "small" effect (0.5 is no difference, 0.64 medium, 0.71 large).
+DEFAULT_MIN_EFFECT = 0.56
 # Templates measured per head of a multi-output model as well as on the whole model.
 HEAD_TEMPLATES = frozenset({Template.ACCURACY, Template.MEAN_ABSOLUTE_ERROR})
 # A head name is a value of the handlers' `Head` metric dimension, written into a log line
@@ -80,17 +92,33 @@ class ResolvedCheck:
     max_ratio_vs_stable: float | None
     min_samples: int
     head: str | None = None  # one head of a multi-output model; None: the whole model
+    # Distribution templates only: the confidence a slowdown must reach, and the smallest
+    # P(canary slower) that fails the canary.
+    confidence: float | None = None
+    min_effect: float | None = None
+
+    @property
+    def compares_distributions(self) -> bool:
+        return self.template in DISTRIBUTION_TEMPLATES
 
     @property
     def compares_with_stable(self) -> bool:
-        return self.max_drop_vs_stable is not None or self.max_ratio_vs_stable is not None
+        return (
+            self.max_drop_vs_stable is not None
+            or self.max_ratio_vs_stable is not None
+            or self.compares_distributions
+        )
 
     @property
     def unit(self) -> str:
         return TEMPLATES[self.template].unit if self.template else ""
 
     def describe_threshold(self) -> str:
-        """The thresholds as one line, e.g. `>= 0.85, >= stable - 0.02`."""
+        """The thresholds as one line, e.g. `>= 0.85, >= stable - 0.02`: what passes."""
+        if self.compares_distributions:
+            confidence = DEFAULT_CONFIDENCE if self.confidence is None else self.confidence
+            effect = DEFAULT_MIN_EFFECT if self.min_effect is None else self.min_effect
+            return f"P(canary slower) < {effect:g} or p >= {1 - confidence:.2g}"
         parts = []
         if self.min is not None:
             parts.append(f">= {self.min:g}")

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchrollout.errors import FieldProblem, SpecError
+from torchrollout.spec.base import FieldValueError
 from torchrollout.spec.durations import DURATION_PATTERN
 from torchrollout.spec.resource import (
     MODEL_NAME_PATTERN,
@@ -140,7 +141,11 @@ def problems_of(exc: ValidationError) -> list[FieldProblem]:
             pattern = error["ctx"]["pattern"]
             hint = PATTERN_HINTS.get(pattern, f"it must match {pattern}")
             message = f"{error['input']!r} is not valid: {hint}"
-        problems.append(FieldProblem(_path(error["loc"]), message))
+        path = _path(error["loc"])
+        raised = (error.get("ctx") or {}).get("error")
+        if isinstance(raised, FieldValueError):
+            path = f"{path}.{raised.field}" if path else raised.field
+        problems.append(FieldProblem(path, message))
     return problems
 
 

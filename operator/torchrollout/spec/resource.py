@@ -16,6 +16,9 @@ from pydantic import Field, field_validator, model_validator
 
 from torchrollout.spec.base import SpecModel, cel, cel_rule, cel_strings
 from torchrollout.spec.checks import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MIN_EFFECT,
+    DISTRIBUTION_TEMPLATES,
     HEAD_PATTERN,
     HEAD_TEMPLATES,
     LATENCY_TEMPLATES,
@@ -30,6 +33,13 @@ from torchrollout.spec.checks import (
 )
 from torchrollout.spec.durations import DURATION_PATTERN, parse_duration
 from torchrollout.spec.pod import PodSettings, SecretKeySelector
+from torchrollout.spec.traffic import (
+    ROUTING_RULES,
+    MirrorSpec,
+    RequestMatch,
+    TrafficSpec,
+    routing_problem,
+)
 
 BUILTIN_HANDLERS = (
     "sequence-classifier",
@@ -137,51 +147,6 @@ class RuntimeSpec(PodSettings):
     """GPUs per pod: an nvidia.com/gpu limit, and TorchServe's number_of_gpu."""
 
 
-class GatewayRef(SpecModel):
-    """The Gateway an HTTPRoute attaches to."""
-
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str | None = Field(default=None, max_length=63)
-    section_name: str | None = Field(default=None, max_length=253)
-
-
-# The API server also checks these rules against the schema's defaults, where nested
-# defaults are not filled in: a rule may only rely on a defaulted field through has().
-class TrafficSpec(
-    SpecModel,
-    json_schema_extra=cel(
-        cel_rule(
-            "!has(self.router) || self.router != 'gateway-api' || has(self.gatewayRef)",
-            "router gateway-api needs gatewayRef: the Gateway the HTTPRoute attaches to",
-            field_path=".gatewayRef",
-            reason="FieldValueRequired",
-        ),
-        cel_rule(
-            "(has(self.router) && self.router == 'gateway-api')"
-            " || (!has(self.gatewayRef) && (!has(self.hostnames) || size(self.hostnames) == 0))",
-            "gatewayRef and hostnames are used only with router: gateway-api",
-        ),
-    ),
-):
-    """How traffic is split between the stable and the canary revision."""
-
-    router: Literal["replicas", "gateway-api"] = "replicas"
-    """replicas: weight is the replica ratio; gateway-api: a weighted HTTPRoute."""
-    gateway_ref: GatewayRef | None = None
-    hostnames: list[str] = Field(default_factory=list, max_length=16)
-    """Hostnames of the HTTPRoute (gateway-api only)."""
-
-    @model_validator(mode="after")
-    def _gateway_needs_ref(self) -> Self:
-        if self.router == "gateway-api" and self.gateway_ref is None:
-            raise ValueError(
-                "router gateway-api needs gatewayRef: the Gateway the HTTPRoute attaches to"
-            )
-        if self.router == "replicas" and (self.gateway_ref is not None or self.hostnames):
-            raise ValueError("gatewayRef and hostnames are used only with router: gateway-api")
-        return self
-
-
 # The API server refuses a CRD whose rules it estimates too costly for the longest values
 # the schema allows (a 4096-character query, 32 checks). Counting the variables and the
 # known ones is cheap enough; listing the unknown ones only fits in a message that names
@@ -199,6 +164,20 @@ _UNKNOWN_VARIABLES = (
 _OUT_OF_UNIT = "(self.{0} < 0.0 || self.{0} > 1.0)"
 _HEADS = cel_strings(HEAD_TEMPLATES)
 HEAD_MESSAGE = "head is for the templates accuracy and mean-absolute-error"
+_DISTRIBUTIONS = cel_strings(DISTRIBUTION_TEMPLATES)
+DISTRIBUTION_FIELDS_MESSAGE = "{} is for the template latency-distribution"
+DISTRIBUTION_THRESHOLDS_MESSAGE = (
+    "latency-distribution compares the canary's latencies with the stable's: set confidence "
+    "and minEffect, not min, max, maxMs, maxDropVsStable or maxRatioVsStable"
+)
+CONFIDENCE_MESSAGE = (
+    "confidence must lie in [0.5, 1), e.g. 0.95: the canary fails only on a slowdown "
+    "significant at this level"
+)
+MIN_EFFECT_MESSAGE = (
+    "minEffect is P(canary slower) and must lie in [0.5, 1]: 0.5 fails on any significant "
+    "slowdown, 0.56 (the default) on a small one, 0.64 on a medium one"
+)
 
 
 class MetricCheck(
@@ -252,6 +231,20 @@ class MetricCheck(
             HEAD_MESSAGE,
             field_path=".head",
         ),
+        *(
+            cel_rule(
+                f"!has(self.{field}) || (has(self.template) && self.template in {_DISTRIBUTIONS})",
+                DISTRIBUTION_FIELDS_MESSAGE.format(field),
+                field_path=f".{field}",
+            )
+            for field in ("confidence", "minEffect")
+        ),
+        cel_rule(
+            f"!has(self.template) || !(self.template in {_DISTRIBUTIONS})"
+            " || !(has(self.min) || has(self.max) || has(self.maxMs)"
+            " || has(self.maxDropVsStable) || has(self.maxRatioVsStable))",
+            DISTRIBUTION_THRESHOLDS_MESSAGE,
+        ),
     ),
 ):
     """One analysis check: a built-in template or a PromQL query, with thresholds."""
@@ -278,6 +271,32 @@ class MetricCheck(
     head: str | None = Field(default=None, pattern=HEAD_PATTERN, max_length=63)
     """One head of a multi-output model (accuracy: a classification head, mean-absolute-error:
     a regression head); the default name becomes <template>-<head>."""
+    confidence: float | None = Field(
+        default=None,
+        json_schema_extra=cel(cel_rule("self >= 0.5 && self < 1.0", CONFIDENCE_MESSAGE)),
+    )
+    """latency-distribution: the canary fails only when it is slower with this confidence
+    (one-sided Mann-Whitney test, p < 1 - confidence). Default 0.95."""
+    min_effect: float | None = Field(
+        default=None,
+        json_schema_extra=cel(cel_rule("self >= 0.5 && self <= 1.0", MIN_EFFECT_MESSAGE)),
+    )
+    """latency-distribution: ...and only when P(a canary request is slower than a stable one)
+    is at least this, so a negligible slowdown on a huge sample passes. Default 0.56."""
+
+    @field_validator("confidence")
+    @classmethod
+    def _confidence_in_range(cls, confidence: float | None) -> float | None:
+        if confidence is not None and not 0.5 <= confidence < 1:
+            raise ValueError(CONFIDENCE_MESSAGE)
+        return confidence
+
+    @field_validator("min_effect")
+    @classmethod
+    def _min_effect_in_range(cls, effect: float | None) -> float | None:
+        if effect is not None and not 0.5 <= effect <= 1:
+            raise ValueError(MIN_EFFECT_MESSAGE)
+        return effect
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -285,6 +304,13 @@ class MetricCheck(
             raise ValueError("set exactly one of template (a built-in check) or query (PromQL)")
         if self.head is not None and self.template not in HEAD_TEMPLATES:
             raise ValueError(HEAD_MESSAGE)
+        if self.template in DISTRIBUTION_TEMPLATES:
+            if self._has_threshold():
+                raise ValueError(DISTRIBUTION_THRESHOLDS_MESSAGE)
+        else:
+            for label, value in (("confidence", self.confidence), ("minEffect", self.min_effect)):
+                if value is not None:
+                    raise ValueError(DISTRIBUTION_FIELDS_MESSAGE.format(label))
         if self.query is not None:
             if self.name is None:
                 raise ValueError("a query check needs a name, e.g. name: my-check")
@@ -344,7 +370,16 @@ class MetricCheck(
             max_ratio_vs_stable=self.max_ratio_vs_stable,
             min_samples=default_min_samples if self.min_samples is None else self.min_samples,
             head=self.head,
+            **self._distribution_settings(),
         )
+
+    def _distribution_settings(self) -> dict[str, float]:
+        if self.template not in DISTRIBUTION_TEMPLATES:
+            return {}
+        return {
+            "confidence": DEFAULT_CONFIDENCE if self.confidence is None else self.confidence,
+            "min_effect": DEFAULT_MIN_EFFECT if self.min_effect is None else self.min_effect,
+        }
 
 
 def _default_checks() -> list[MetricCheck]:
@@ -462,8 +497,18 @@ class CanarySpec(SpecModel):
     """The canary must be Ready within this, or it is rolled back."""
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     evaluation: EvaluationSpec | None = None
+    match: list[RequestMatch] = Field(default_factory=list, max_length=8)
+    """A/B by request: requests matching any entry go to the canary whatever its weight
+    (routers gateway-api, istio, nginx); analysis is unchanged."""
+    mirror: MirrorSpec | None = None
+    """Shadow: the router copies percent of traffic to the canary and discards its answers;
+    the canary answers no user until it is promoted (routers gateway-api, istio)."""
     rollback_window: int = Field(default=3, ge=0, le=20)
     """Previously promoted versions that a revert switches back to without analysis."""
+    scale_down_delay_seconds: int = Field(default=30, ge=0, le=86_400)
+    """Seconds the previous stable keeps its replicas after a promotion (no traffic reaches
+    it), so that a revert moves traffic back in one reconcile; then it is scaled to zero and
+    a revert waits for its pods. 0 scales it down at once. A new canary ends it early."""
 
     @field_validator("steps")
     @classmethod
@@ -525,7 +570,7 @@ class ArchiveSpec(SpecModel):
     operator-wide default), each pod builds the archive in its init container."""
 
 
-class ModelDeploymentSpec(SpecModel):
+class ModelDeploymentSpec(SpecModel, json_schema_extra=cel(*ROUTING_RULES)):
     """A PyTorch model served by TorchServe, and the policy that rolls out new versions."""
 
     model: ModelSpec
@@ -536,6 +581,13 @@ class ModelDeploymentSpec(SpecModel):
     autoscaling: AutoscalingSpec | None = None
     paused: bool = False
     """Hold the rollout where it is: no analysis, no step, no promotion."""
+
+    @model_validator(mode="after")
+    def _routing_the_router_can_do(self) -> Self:
+        problem = routing_problem(self.traffic.router, self.canary.match, self.canary.mirror)
+        if problem is not None:
+            raise problem
+        return self
 
     @model_validator(mode="after")
     def _checks_name_heads_the_model_has(self) -> Self:

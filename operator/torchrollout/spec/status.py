@@ -107,6 +107,19 @@ class HistoryEntry(StatusModel):
     promoted_at: datetime | None = None
     rolled_back_at: datetime | None = None
     reason: str = ""
+    instant_rollback: Literal["warm", "cold"] | None = None
+    """Set when this promotion was a revert inside rollbackWindow (no analysis): `warm` when
+    the revision still had its replicas and took the traffic at once, `cold` when its pods
+    had to start first."""
+
+
+class WarmRevision(StatusModel):
+    """The previous stable, kept at the stable's replica count after a promotion, so that a
+    revert to it moves traffic at once; scaled to zero at `scaleDownAt`."""
+
+    revision: str
+    version: str
+    scale_down_at: datetime
 
 
 ARCHIVES_LIMIT = 8
@@ -132,6 +145,9 @@ class ModelDeploymentStatus(StatusModel):
     canary_version: str | None = None
     canary_weight: int = 0
     """Percent of traffic the router really sends to the canary."""
+    router: str | None = None
+    """The router whose objects the operator last applied; when spec.traffic.router changes,
+    the operator deletes that router's objects."""
     step_index: int | None = None
     """Index into spec.canary.steps; null until the canary is ready for its first step."""
     progress_started_at: datetime | None = None
@@ -140,6 +156,12 @@ class ModelDeploymentStatus(StatusModel):
     """When the current step (or the promotion) began."""
     pause_reason: Literal["Manual", "Inconclusive", "Error"] | None = None
     rollback_reason: str | None = None
+    instant_rollback: bool = False
+    """The promotion under way is a revert inside rollbackWindow: no analysis, and its history
+    entry says whether it was warm or cold."""
+    warm_revision: WarmRevision | None = None
+    """The previous stable while canary.scaleDownDelaySeconds keep it warm (no Service sends
+    it traffic); null once it is scaled to zero or another rollout starts."""
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     history: list[HistoryEntry] = Field(default_factory=list, max_length=HISTORY_LIMIT)
     conditions: list[Condition] = Field(default_factory=list)
