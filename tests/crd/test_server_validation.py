@@ -38,6 +38,7 @@ NOT_EXPRESSIBLE: dict[str, str] = {}
 SERVER_WORDED: dict[str, str] = {
     "duration without unit": "should match",
     "unknown policy": 'Unsupported value: "ignore"',
+    "unknown autoscaling engine": 'Unsupported value: "vpa"',
     "bad sha256": "should match",
     "bad source scheme": "should match",
     "unknown handler": "should match",

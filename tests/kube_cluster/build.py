@@ -12,6 +12,7 @@ Each component lands in its own folder under the cache (``$TORCHROLLOUT_CACHE``,
     helm-v3.22.0/bin/helm
     gateway-api-v1.6.3/crds/*.yaml
     istio-api-v1.32.0/crds/<name>.yaml    one file per CRD (virtualservices.networking.istio.io)
+    keda-v2.21.0/crds/<name>.yaml         one file per CRD (scaledobjects.keda.sh)
 
 A folder appears only when its build has finished (it is built beside and renamed), so an
 interrupted build is redone and a finished one is never rebuilt. Go keeps its module and
@@ -101,6 +102,14 @@ class Toolchain:
         """One of Istio's CRDs by its name, e.g. virtualservices.networking.istio.io."""
         return self.istio_api / "crds" / f"{name}.yaml"
 
+    @property
+    def keda(self) -> Path:
+        return self.root / f"keda-{versions.KEDA}"
+
+    def keda_crd(self, name: str) -> Path:
+        """One of KEDA's CRDs by its name, e.g. scaledobjects.keda.sh."""
+        return self.keda / "crds" / f"{name}.yaml"
+
     def missing(self) -> list[Path]:
         return [
             folder
@@ -111,6 +120,7 @@ class Toolchain:
                 self.helm_dir,
                 self.gateway_api,
                 self.istio_api,
+                self.keda,
             )
             if not folder.is_dir()
         ]
@@ -400,15 +410,26 @@ def _gateway_api_standard(module: Path, crds: Path) -> None:
         shutil.copyfile(crd, crds / crd.name)
 
 
+def _split_by_name(sources: Sequence[Path], crds: Path) -> None:
+    """One file per CRD in `sources`, named as the CRD."""
+    for source in sources:
+        for document in source.read_text().split("\n---\n"):
+            named = re.search(
+                r"^kind: CustomResourceDefinition$.*?^  name: (\S+)$", document, re.M | re.S
+            )
+            if named is not None:
+                text = document.strip().removeprefix("---").lstrip()
+                (crds / f"{named.group(1)}.yaml").write_text(text + "\n")
+
+
 def _istio_split(module: Path, crds: Path) -> None:
-    """Istio ships its CRDs in one file: one file per CRD, named as the CRD."""
-    source = module / "kubernetes" / "customresourcedefinitions.gen.yaml"
-    for document in source.read_text().split("\n---\n"):
-        named = re.search(
-            r"^kind: CustomResourceDefinition$.*?^  name: (\S+)$", document, re.M | re.S
-        )
-        if named is not None:
-            (crds / f"{named.group(1)}.yaml").write_text(document.strip() + "\n")
+    """Istio ships its CRDs in one file."""
+    _split_by_name([module / "kubernetes" / "customresourcedefinitions.gen.yaml"], crds)
+
+
+def _keda_bases(module: Path, crds: Path) -> None:
+    """KEDA ships one file per CRD, named by group and plural."""
+    _split_by_name(sorted((module / "config" / "crd" / "bases").glob("*.yaml")), crds)
 
 
 def fetch_gateway_api(go: str, target: Path, log: Path) -> None:
@@ -422,6 +443,11 @@ def fetch_istio_api(go: str, target: Path, log: Path) -> None:
     _fetch_crds(go, target, module, _istio_split, "virtualservices.networking.istio.io.yaml")
 
 
+def fetch_keda(go: str, target: Path, log: Path) -> None:
+    module = f"github.com/kedacore/keda/v2@{versions.KEDA}"
+    _fetch_crds(go, target, module, _keda_bases, "scaledobjects.keda.sh.yaml")
+
+
 def build(tools: Toolchain) -> None:
     """Build whatever is missing from `tools`, printing progress; BuildError on failure."""
     missing = tools.missing()
@@ -433,6 +459,7 @@ def build(tools: Toolchain) -> None:
     steps = [
         (tools.gateway_api, fetch_gateway_api),
         (tools.istio_api, fetch_istio_api),
+        (tools.keda, fetch_keda),
         (tools.kwok_dir, build_kwok),
         (tools.helm_dir, build_helm),
         (tools.etcd_dir, build_etcd),

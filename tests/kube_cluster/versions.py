@@ -12,6 +12,7 @@ KWOK = "v0.8.0"  # sigs.k8s.io/kwok: fake nodes and kubelets
 HELM = "v3.22.0"  # helm.sh/helm/v3
 GATEWAY_API = "v1.6.3"  # sigs.k8s.io/gateway-api: its standard CRDs
 ISTIO_API = "v1.32.0"  # istio.io/api: Istio's CRDs (VirtualService for the istio router)
+KEDA = "v2.21.0"  # github.com/kedacore/keda/v2: KEDA's CRDs (ScaledObject for engine keda)
 
 # The oldest Go that builds all of the above.
 MINIMUM_GO = (1, 26)

@@ -33,6 +33,7 @@ class Rates:
     correct: float = 0.0
     latency_seconds: float = 0.02  # every request takes this long
     abs_error: float = 0.0  # sum of |error| per second
+    load: float = 0.0  # a gauge: the load each replica carries, for scaling on a query
 
 
 @dataclass
@@ -61,6 +62,7 @@ class _GrowingSeries(Collector):
                 "torchrollout_abs_error_sum",
                 "Requests2XX",
                 "Requests5XX",
+                "test_load",
             )
         }
         latency = HistogramMetricFamily(
@@ -74,6 +76,7 @@ class _GrowingSeries(Collector):
             families["torchrollout_abs_error_sum"].add_metric(values, r.abs_error * elapsed)
             families["Requests2XX"].add_metric(values, (r.requests - r.errors) * elapsed)
             families["Requests5XX"].add_metric(values, r.errors * elapsed)
+            families["test_load"].add_metric(values, r.load)
             count = r.requests * elapsed
             buckets = [(f"{b}", count if r.latency_seconds <= b else 0.0) for b in BUCKETS]
             latency.add_metric(

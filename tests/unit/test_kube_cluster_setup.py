@@ -108,6 +108,7 @@ def fake_toolchain(root: Path, etcd_script: str) -> Toolchain:
         (folder / "bin").mkdir(parents=True)
     tools.gateway_api_crds.mkdir(parents=True)
     tools.istio_crd("virtualservices.networking.istio.io").parent.mkdir(parents=True)
+    tools.keda_crd("scaledobjects.keda.sh").parent.mkdir(parents=True)
     etcd = tools.binary("etcd")
     etcd.write_text(etcd_script)
     etcd.chmod(0o755)

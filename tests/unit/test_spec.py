@@ -275,6 +275,30 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.autoscaling",
         "exceeds maxReplicas",
     ),
+    (
+        "unknown autoscaling engine",
+        {"spec": {"autoscaling": {"engine": "vpa"}}},
+        "spec.autoscaling.engine",
+        "'hpa', 'prometheus' or 'keda'",
+    ),
+    (
+        "query signal without a query",
+        {"spec": {"autoscaling": {"engine": "prometheus", "signal": "query", "target": 5}}},
+        "spec.autoscaling.query",
+        "signal: query needs query",
+    ),
+    (
+        "query signal without a target",
+        {"spec": {"autoscaling": {"engine": "prometheus", "signal": "query", "query": "up"}}},
+        "spec.autoscaling.target",
+        "needs a target",
+    ),
+    (
+        "hpa behavior with another engine",
+        {"spec": {"autoscaling": {"engine": "keda", "behavior": {"scaleDown": {}}}}},
+        "spec.autoscaling.behavior",
+        "used only with engine: hpa",
+    ),
     ("name not a DNS label", {"metadata": {"name": "Fraud_LSTM"}}, "metadata.name", "DNS label"),
     (
         "pod label the operator sets",

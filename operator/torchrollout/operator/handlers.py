@@ -118,6 +118,7 @@ def configure(
         metrics=metrics,
         evaluation=evaluation,
         archive_store=os.environ.get("TORCHROLLOUT_ARCHIVE_STORE") or None,
+        prometheus_url=prometheus,
     )
     memo["runtime"] = Runtime(reconciler)
     logger.info("torchrollout: Prometheus at %s, metrics on :%s", prometheus, port or "(off)")

@@ -32,6 +32,12 @@ from torchrollout.operator.archives import (
     current_build,
     drop_superseded_builds,
 )
+from torchrollout.operator.autoscalers import (
+    SCALED_OBJECT,
+    autoscaler_condition,
+    drop_previous_autoscaler,
+    engine_of,
+)
 from torchrollout.operator.cluster import ClusterApi, ClusterError, KindNotInstalled, apply
 from torchrollout.operator.evaluation import (
     EvaluationSender,
@@ -40,8 +46,9 @@ from torchrollout.operator.evaluation import (
 )
 from torchrollout.operator.pods import PodTrouble, pod_trouble, pods_condition, refused_condition
 from torchrollout.operator.routers import Workload, router_for, share_condition
+from torchrollout.operator.scaling import autoscale, reported, stable_desired
 from torchrollout.operator.telemetry import OperatorMetrics
-from torchrollout.render import names, plan, route_names
+from torchrollout.render import DEFAULT_PROMETHEUS_URL, names, plan, route_names
 from torchrollout.spec.document import (
     API_VERSION,
     KIND,
@@ -81,6 +88,7 @@ class Reconciler:
         metrics: OperatorMetrics | None = None,
         evaluation: EvaluationSender | None = None,
         archive_store: str | None = None,
+        prometheus_url: str = DEFAULT_PROMETHEUS_URL,
         settle_limit: int = 4,
     ) -> None:
         self.cluster = cluster
@@ -90,6 +98,7 @@ class Reconciler:
         self.metrics = metrics or OperatorMetrics()
         self.evaluation = evaluation
         self.archive_store = archive_store
+        self.prometheus_url = prometheus_url  # where a KEDA ScaledObject reads its signal
         self.settle_limit = settle_limit
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -116,6 +125,11 @@ class Reconciler:
                     f"(sha256 {build.record.sha256})",
                 )
             )
+        scaling = autoscale(md, self._workloads(md), self.provider, now)
+        md = md.model_copy(
+            update={"status": md.status.model_copy(update={"scaling": scaling.records})}
+        )
+        events += scaling.events
         for _ in range(self.settle_limit):
             workloads = self._workloads(md)
             observation, trouble = self._observe(md, workloads, build)
@@ -135,7 +149,11 @@ class Reconciler:
             md = md.model_copy(
                 update={
                     "status": md.status.model_copy(
-                        update={"canary_weight": achieved, "router": md.spec.traffic.router}
+                        update={
+                            "canary_weight": achieved,
+                            "router": md.spec.traffic.router,
+                            "autoscaler": engine_of(md),
+                        }
                     )
                 }
             )
@@ -152,6 +170,15 @@ class Reconciler:
             ):
                 events.append(Event("Warning", "CoarseTrafficShare", share.message))
         extra_conditions.append(pods_condition(md, workloads, trouble))
+        if scaling.condition is not None:
+            extra_conditions.append(scaling.condition)
+        md = md.model_copy(
+            update={
+                "status": md.status.model_copy(
+                    update={"scaling": reported(md, workloads, observation.stable_replicas)}
+                )
+            }
+        )
         if self.evaluation is not None and md.spec.canary.evaluation is not None:
             evaluation = evaluation_condition(self.evaluation.problem(md))
             extra_conditions.append(evaluation)
@@ -175,9 +202,13 @@ class Reconciler:
         self.metrics.canary_weight.labels(md.metadata.namespace, md.metadata.name).set(
             status.canary_weight
         )
+        self.metrics.record_scaling(md, scaling.events)
         requeue = decision.requeue_after
         if requeue == 0:
             requeue = 1.0  # waiting on the platform (weights, replicas): look again soon
+        autoscaling = md.spec.autoscaling
+        if autoscaling is not None and autoscaling.engine == "prometheus":
+            requeue = min(requeue or IDLE_RESYNC, autoscaling.interval_seconds)
         return Outcome(
             requeue_after=requeue if requeue is not None else IDLE_RESYNC,
             status_written=written,
@@ -247,6 +278,9 @@ class Reconciler:
         scaling = md.spec.autoscaling
         if scaling is None:
             return md.spec.runtime.replicas
+        decided = stable_desired(md, stable.replicas if stable is not None else None)
+        if decided is not None:  # engine prometheus: the operator's own decision
+            return decided
         # An HPA owns the stable's replicas: follow it within the spec's bounds.
         current = stable.replicas if stable is not None else scaling.min_replicas
         return max(scaling.min_replicas, min(scaling.max_replicas, current))
@@ -276,12 +310,21 @@ class Reconciler:
         workloads: dict[str, Workload],
         stable_replicas: int,
     ) -> list[Condition]:
-        planned = plan(md, stable_replicas=stable_replicas, store=self._store(md))
+        planned = plan(
+            md,
+            stable_replicas=stable_replicas,
+            store=self._store(md),
+            prometheus=self.prometheus_url,
+        )
         router = router_for(md, self.cluster)
         route_kinds = {kind for _, kind, _ in route_names(md, md.spec.traffic.router)}
         conditions = []
         routes: list[dict[str, Any]] = []
         missing = False
+        keda_installed = True
+        # The old owner of the replicas goes first: KEDA refuses a ScaledObject on a
+        # Deployment that an HPA already scales.
+        drop_previous_autoscaler(self.cluster, md)
         for obj in planned.objects:
             try:
                 applied = apply(self.cluster, obj)
@@ -290,6 +333,9 @@ class Reconciler:
             except ClusterError as exc:
                 if exc.status == 422 and obj["kind"] in {"Deployment", "Job"}:
                     conditions.append(refused_condition(obj, exc))
+                    continue
+                if isinstance(exc, KindNotInstalled) and obj["kind"] == SCALED_OBJECT:
+                    keda_installed = False  # a condition says so; the stable keeps its replicas
                     continue
                 if not isinstance(exc, KindNotInstalled) or obj["kind"] not in route_kinds:
                     raise
@@ -301,6 +347,8 @@ class Reconciler:
             if ready is not None:
                 conditions.append(ready)
         self._drop_other_routes(md)
+        scaler = autoscaler_condition(md, stable=planned.stable, installed=keda_installed)
+        conditions += [scaler] if scaler is not None else []
         for name, replicas in planned.scale.items():
             live = next((w for w in workloads.values() if w.name == name), None)
             if live is not None and live.replicas != replicas:

@@ -19,6 +19,12 @@ from torchrollout.render.routes import (
     route_weight,
     virtual_service_weight,
 )
+from torchrollout.render.scaling import (
+    AUTOSCALER_KINDS,
+    DEFAULT_PROMETHEUS_URL,
+    render_autoscaler,
+    signal_query,
+)
 from torchrollout.render.traffic import (
     SHARE_TOLERANCE,
     ReplicaShare,
@@ -30,6 +36,8 @@ from torchrollout.render.traffic import (
 )
 
 __all__ = [
+    "AUTOSCALER_KINDS",
+    "DEFAULT_PROMETHEUS_URL",
     "SHARE_TOLERANCE",
     "Plan",
     "ReplicaShare",
@@ -39,11 +47,13 @@ __all__ = [
     "expected_share",
     "ingress_weight",
     "plan",
+    "render_autoscaler",
     "replica_router_canary",
     "replica_share",
     "replica_weight",
     "replicas_for_share",
     "route_names",
     "route_weight",
+    "signal_query",
     "virtual_service_weight",
 ]

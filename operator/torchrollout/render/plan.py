@@ -19,9 +19,9 @@ from typing import Any
 from torchrollout.engine.decide import desired_weight, rollback_window
 from torchrollout.render import names
 from torchrollout.render.routes import render_routes
+from torchrollout.render.scaling import DEFAULT_PROMETHEUS_URL, render_autoscaler
 from torchrollout.render.traffic import (
     canary_replicas_for,
-    render_hpa,
     render_pdb,
     render_services,
     replica_router_canary,
@@ -67,7 +67,21 @@ def canary_replicas(md: ModelDeployment, *, stable_replicas: int) -> int:
     weight = desired_weight(md.spec, status) or md.spec.canary.steps[0]
     if md.spec.traffic.router == "replicas":
         return replica_router_canary(stable_replicas, weight)  # its share of pods is the weight
-    return canary_replicas_for(stable_replicas, weight)  # capacity for its share of traffic
+    mirror = md.spec.canary.mirror
+    if mirror is not None:
+        weight = mirror.percent or weight  # capacity for the copies it gets
+    sized = canary_replicas_for(stable_replicas, weight)  # capacity for its share of traffic
+    return max(sized, _own_signal(md))
+
+
+def _own_signal(md: ModelDeployment) -> int:
+    """With engine prometheus, the canary's replicas for its own load once it has traffic
+    (a weighted router: more pods do not change its share)."""
+    scaling, status = md.spec.autoscaling, md.status
+    if scaling is None or scaling.engine != "prometheus" or status.step_index is None:
+        return 0
+    record = status.scaling_of(status.canary_revision)
+    return min(scaling.max_replicas, record.desired) if record is not None else 0
 
 
 def _needs_pods(md: ModelDeployment, revision: str) -> bool:
@@ -78,8 +92,15 @@ def _needs_pods(md: ModelDeployment, revision: str) -> bool:
     return status.canary_revision == revision and status.phase in CANARY_PHASES
 
 
-def plan(md: ModelDeployment, *, stable_replicas: int, store: str | None = None) -> Plan:
-    """What to apply for `md`; `store` is the archive store in effect (spec or operator's)."""
+def plan(
+    md: ModelDeployment,
+    *,
+    stable_replicas: int,
+    store: str | None = None,
+    prometheus: str = DEFAULT_PROMETHEUS_URL,
+) -> Plan:
+    """What to apply for `md`; `store` is the archive store in effect (spec or operator's),
+    `prometheus` the server a KEDA ScaledObject reads its signal from (the operator's)."""
     spec_revision = compute_revision(md.spec)
     status = md.status
     stable = status.stable_revision or spec_revision
@@ -109,9 +130,9 @@ def plan(md: ModelDeployment, *, stable_replicas: int, store: str | None = None)
             objects.append(render_deployment(md, replicas=count, archive=archive))
         elif store is not None and _needs_pods(md, spec_revision):
             objects.append(render_archive_job(md, store=store))
-    hpa = render_hpa(md, stable=stable)
-    if hpa is not None:
-        objects.append(hpa)
+    autoscaler = render_autoscaler(md, stable=stable, prometheus=prometheus)
+    if autoscaler is not None:
+        objects.append(autoscaler)
     keep = frozenset(replicas) | ({spec_revision} if rendered else frozenset())
     scale = {
         names.revision_name(md, revision): count

@@ -1,10 +1,10 @@
-"""Objects around the revisions: the three Services, the PDB and the HPA; replica shares.
+"""Objects around the revisions: the three Services and the PDB; replica shares.
 
 While a canary runs `NAME` selects every revision (with the `replicas` router the split is
 the ratio of ready replicas), otherwise the stable alone (a previous stable kept warm for a
 revert takes no traffic); `NAME-stable` and `NAME-canary` select one revision each, so
 promotion re-points selectors and restarts no pod. The weighted routers' objects (which
-weight `NAME-stable` and `NAME-canary`) are in `routes`.
+weight `NAME-stable` and `NAME-canary`) are in `routes`; the autoscaler is in `scaling`.
 """
 
 from __future__ import annotations
@@ -124,42 +124,4 @@ def render_pdb(md: ModelDeployment) -> dict[str, Any]:
         "kind": "PodDisruptionBudget",
         "metadata": names.metadata(md, md.metadata.name),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector(md)}},
-    }
-
-
-def render_hpa(md: ModelDeployment, *, stable: str) -> dict[str, Any] | None:
-    """An HPA on the stable revision's Deployment, when CPU or memory targets are set."""
-    scaling = md.spec.autoscaling
-    if scaling is None:
-        return None
-    metrics = [
-        {
-            "type": "Resource",
-            "resource": {
-                "name": resource,
-                "target": {"type": "Utilization", "averageUtilization": target},
-            },
-        }
-        for resource, target in (
-            ("cpu", scaling.target_cpu_utilization),
-            ("memory", scaling.target_memory_utilization),
-        )
-        if target is not None
-    ]
-    if not metrics:
-        return None
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": names.metadata(md, md.metadata.name),
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": names.revision_name(md, stable),
-            },
-            "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
-            "metrics": metrics,
-        },
     }

@@ -33,6 +33,7 @@ from torchrollout.spec.checks import (
 )
 from torchrollout.spec.durations import DURATION_PATTERN, parse_duration
 from torchrollout.spec.pod import PodSettings, SecretKeySelector
+from torchrollout.spec.scaling import AutoscalingSpec
 from torchrollout.spec.traffic import (
     ROUTING_RULES,
     MirrorSpec,
@@ -527,35 +528,6 @@ class CanarySpec(SpecModel):
     @property
     def interval_seconds(self) -> float:
         return parse_duration(self.interval)
-
-
-class AutoscalingSpec(
-    SpecModel,
-    json_schema_extra=cel(
-        cel_rule(
-            "!has(self.minReplicas) || !has(self.maxReplicas)"
-            " || self.minReplicas <= self.maxReplicas",
-            "minReplicas exceeds maxReplicas",
-        )
-    ),
-):
-    """Replicas of the stable revision follow load; the canary follows its weight."""
-
-    min_replicas: int = Field(default=1, ge=1)
-    max_replicas: int = Field(default=10, ge=1)
-    target_cpu_utilization: int | None = Field(
-        default=70, ge=1, le=100, alias="targetCPUUtilization"
-    )
-    """Percent of requested CPU the HPA keeps the stable revision at."""
-    target_memory_utilization: int | None = Field(default=None, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Self:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"minReplicas ({self.min_replicas}) exceeds maxReplicas ({self.max_replicas})"
-            )
-        return self
 
 
 STORE_URI_PATTERN = r"^(s3|pvc)://[^/\s]+(/\S*)?$"

@@ -122,6 +122,35 @@ class WarmRevision(StatusModel):
     scale_down_at: datetime
 
 
+class Recommendation(StatusModel):
+    """What the scaling function recommended for a revision at one moment."""
+
+    at: datetime
+    replicas: int
+
+
+class RevisionScaling(StatusModel):
+    """One revision's replicas and the last scaling decision about it."""
+
+    revision: str
+    role: Literal["stable", "canary"]
+    replicas: int = 0
+    """Replicas its Deployment has now."""
+    ready: int = 0
+    desired: int = 0
+    """Replicas it should have: the autoscaler's, or the canary's share of the stable's."""
+    signal: str | None = None
+    value: float | None = None
+    """The signal's last value (prometheus engine)."""
+    target: float | None = None
+    reason: str = ""
+    """Why `desired` is what it is."""
+    last_scale_time: datetime | None = None
+    last_read: datetime | None = None
+    """When the signal was last read (prometheus engine: one read per interval)."""
+    recommendations: list[Recommendation] = Field(default_factory=list, max_length=64)
+
+
 ARCHIVES_LIMIT = 8
 
 
@@ -148,6 +177,9 @@ class ModelDeploymentStatus(StatusModel):
     router: str | None = None
     """The router whose objects the operator last applied; when spec.traffic.router changes,
     the operator deletes that router's objects."""
+    autoscaler: str | None = None
+    """The autoscaling engine the operator last applied (null: no autoscaling); when
+    spec.autoscaling.engine changes, the operator deletes that engine's HPA or ScaledObject."""
     step_index: int | None = None
     """Index into spec.canary.steps; null until the canary is ready for its first step."""
     progress_started_at: datetime | None = None
@@ -169,6 +201,11 @@ class ModelDeploymentStatus(StatusModel):
     """Values of the promote/abort/retry annotations already acted on."""
     archives: list[ArchiveRecord] = Field(default_factory=list, max_length=ARCHIVES_LIMIT)
     """Archives built into the store, newest last: the digest each revision's pods verify."""
+    scaling: list[RevisionScaling] = Field(default_factory=list, max_length=4)
+    """Replicas of the stable and the canary revision, desired and current, and why."""
+
+    def scaling_of(self, revision: str | None) -> RevisionScaling | None:
+        return next((s for s in self.scaling if s.revision == revision), None)
 
     def archive_for(self, revision: str) -> ArchiveRecord | None:
         return next((a for a in reversed(self.archives) if a.revision == revision), None)
