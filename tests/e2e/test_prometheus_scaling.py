@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     model_deployment,
     phase_is,
     play,
+    plugin,
     revision_of,
     status_of,
 )
@@ -122,3 +123,6 @@ def test_promotion_under_load_keeps_the_stable_service_at_full_strength(
     assert replicas_of(apps, namespace, revision_of(canary)) == (4, 4)
     record = status_of(md_api, namespace)["scaling"]
     assert [(r["role"], r["revision"]) for r in record] == [("stable", revision_of(canary))]
+    line = "Replicas: stable  4/4 ready, desired 4; query 25 (target 10)"
+    # The 60% step had 6 canary pods beside 4 (replicas router); 2 are still going away.
+    eventually(lambda: line in plugin(kubectl, "status", "fraud", "-n", namespace).stdout)

@@ -115,6 +115,17 @@ def status(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = Non
                 f"  {check['name']:<20} {check['verdict']:<13} {shown}{baseline}  "
                 f"[{check.get('threshold', '')}] {check.get('message', '')}".rstrip()
             )
+    for scaling in st.get("scaling", []):
+        value = scaling.get("value")
+        signal = (
+            f"; {scaling.get('signal')} {value:g} (target {scaling.get('target', 0):g})"
+            if value is not None
+            else ""
+        )
+        lines.append(
+            f"Replicas: {scaling['role']:<7} {scaling.get('ready', 0)}/{scaling.get('replicas', 0)}"
+            f" ready, desired {scaling.get('desired', 0)}{signal}"
+        )
     for condition in st.get("conditions", []):
         lines.append(
             f"Condition {condition['type']}={condition['status']} "

@@ -1,0 +1,1 @@
+"""The Grafana dashboard in the chart: its JSON, its queries, its ConfigMap."""
