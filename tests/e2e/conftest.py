@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ CHART = ROOT / "charts" / "torchrollout"
 CRD = CHART / "crds" / "torchrollout.io_modeldeployments.yaml"
 RELEASE, OPERATOR_NAMESPACE = "torchrollout", "torchrollout-system"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+# Namespaces whose tests run operators of their own: the session's operator leaves them alone.
+OWN_OPERATOR_PREFIX = "own-op-"
 # kubectl finds its `torchrollout` plugin (kubectl-torchrollout) on PATH, as users install it.
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
@@ -113,14 +115,23 @@ class OperatorProcess:
 
 
 def start_operator(
-    kubeconfig: Path, prometheus: PrometheusServer, workdir: Path
+    kubeconfig: Path,
+    prometheus: PrometheusServer,
+    workdir: Path,
+    *,
+    args: Sequence[str] = ("--all-namespaces",),
+    name: str = "operator",
+    wait: bool = True,
 ) -> OperatorProcess:
-    """`torchrollout operator` watching every namespace, with fast timers for the tests."""
+    """`torchrollout operator` (every namespace unless `args` say), with fast timers.
+
+    `wait=False` returns at once: a standby replica serves no metrics until it leads.
+    """
     port = free_port()
     argv = [
         str(BIN / "torchrollout"),
         "operator",
-        "--all-namespaces",
+        *args,
         f"--kubeconfig={kubeconfig}",
         f"--prometheus-url={prometheus.url}",
         f"--metrics-port={port}",
@@ -130,9 +141,13 @@ def start_operator(
     ]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     running = OperatorProcess(
-        argv, workdir / "operator.log", env, f"http://127.0.0.1:{port}/metrics"
+        argv, workdir / f"{name}.log", env, f"http://127.0.0.1:{port}/metrics"
     )
-    running.start()
+    if wait:
+        running.start()
+    else:
+        with running.log.open("ab") as log:
+            running.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     return running
 
 
@@ -223,7 +238,9 @@ def operator_process(
     """The operator as the chart's ServiceAccount: a missing RBAC rule fails a test."""
     workdir = tmp_path_factory.mktemp("operator")
     token = kube_cluster.token_kubeconfig(installed, OPERATOR_NAMESPACE, workdir / "kubeconfig")
-    running = start_operator(token, prometheus, workdir)
+    running = start_operator(
+        token, prometheus, workdir, args=(f"--namespace=!{OWN_OPERATOR_PREFIX}*",)
+    )
     yield running
     running.stop()
 

@@ -26,6 +26,9 @@ def test_helm_upgrade_changes_the_operator_and_uninstall_removes_it(
     release = f"tr-{uuid.uuid4().hex[:6]}"
     namespace = f"{release}-system"
     create_namespace(api_client, namespace)  # restricted: the operator's pod must pass it
+    # Watched namespaces must exist: the operator's Roles are created in them.
+    watched = f"{release}-models"
+    create_namespace(api_client, watched)
     helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout=2m")
     apps = client.AppsV1Api(api_client)
 
@@ -49,11 +52,11 @@ def test_helm_upgrade_changes_the_operator_and_uninstall_removes_it(
         "--set",
         "watch.allNamespaces=false",
         "--set",
-        "watch.namespaces={models}",
+        f"watch.namespaces={{{watched}}}",
         "--set",
         "prometheusUrl=http://prometheus.example:9090",
     )
-    assert "--namespace=models" in operator_args()
+    assert f"--namespace={watched}" in operator_args()
     assert "--prometheus-url=http://prometheus.example:9090" in operator_args()
     history = json.loads(helm("history", release, "-n", namespace, "-o", "json").stdout)
     assert [h["status"] for h in history] == ["superseded", "deployed"]
@@ -102,7 +105,9 @@ def test_the_plain_manifests_are_accepted_by_the_api_server(
         # what it must never do
         ("create", "modeldeployments.torchrollout.io", "models", False),  # spec is the user's
         ("delete", "modeldeployments.torchrollout.io", "models", False),
-        ("get", "secrets", "models", False),
+        ("get", "secrets", "models", True),  # notification webhook URLs, by name
+        ("list", "secrets", "models", False),
+        ("watch", "secrets", "models", False),
         ("create", "pods", "models", False),
         ("create", "pods/exec", "models", False),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", "", False),
@@ -125,3 +130,39 @@ def test_the_operator_account_can_do_what_it_needs_and_no_more(
         "auth", "can-i", verb, resource, f"--as={OPERATOR}", *scope, check=False
     ).stdout.strip()
     assert answer == ("yes" if allowed else "no")
+
+
+def test_a_namespaced_install_grants_rights_only_in_the_watched_namespace(
+    kube_cluster: ControlPlane, api_client: client.ApiClient, helm: Helm, installed: str
+) -> None:
+    release = f"tr-{uuid.uuid4().hex[:6]}"
+    watched = f"{release}-models"
+    for namespace in (release, watched):
+        create_namespace(api_client, namespace)
+    helm(
+        "install", release, str(CHART), "-n", release, "--wait", "--timeout=2m",
+        "--set", "watch.allNamespaces=false", "--set", f"watch.namespaces={{{watched}}}",
+    )  # fmt: skip
+    account = f"system:serviceaccount:{release}:{release}"
+
+    def can(verb: str, resource: str, *scope: str) -> bool:
+        answer = kube_cluster.kubectl(
+            "auth", "can-i", verb, resource, f"--as={account}", *scope, check=False
+        )
+        return answer.stdout.strip() == "yes"
+
+    try:
+        assert can("create", "deployments.apps", "-n", watched)
+        assert can("patch", "modeldeployments.torchrollout.io/status", "-n", watched)
+        assert not can("create", "deployments.apps", "-n", "default")  # refused outside
+        assert not can("list", "modeldeployments.torchrollout.io", "--all-namespaces")
+        assert can("get", "ingressclasses.networking.k8s.io")  # cluster-scoped: still granted
+    finally:
+        helm("uninstall", release, "-n", release, "--wait", "--timeout=2m")
+
+
+def test_helm_refuses_a_value_of_the_wrong_type_naming_it(helm: Helm) -> None:
+    done = helm("template", "tr", str(CHART), "--set", "replicaCount=abc", check=False)
+    assert done.returncode != 0
+    assert "/replicaCount" in done.stderr and "want integer" in done.stderr
+    assert helm("lint", str(CHART), "--set", "replicaCount=2").returncode == 0

@@ -56,9 +56,68 @@ def test_rbac_grants_what_the_operator_writes_and_nothing_cluster_wide_beyond() 
     assert {"patch"} <= granted[("torchrollout.io", "modeldeployments/status")]
     for group, resource in [("apps", "deployments"), ("", "services"), ("", "configmaps")]:
         assert {"create", "patch", "delete"} <= granted[(group, resource)]
-    assert "secrets" not in {r for _, r in granted}
+    # Secrets: read by name, for spec.notifications' webhook URLs; never listed or watched.
+    assert granted[("", "secrets")] == {"get"}
     assert all("*" not in verbs for verbs in granted.values())
 
 
 def test_plain_manifests_equal_the_chart() -> None:
     assert OUTPUT.read_text() == render(), "manifests/install is stale: run `make manifests`"
+
+
+NAMESPACED = {"watch": {"allNamespaces": False, "namespaces": ["ml", "risk"]}}
+
+
+def test_a_namespaced_install_grants_children_only_in_the_watched_namespaces() -> None:
+    objects = chart_objects(NAMESPACED)
+    cluster_role = next(o for o in objects if o["kind"] == "ClusterRole")
+    cluster_wide = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert cluster_wide == {"ingressclasses", "customresourcedefinitions", "namespaces"}
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"] for o in objects if o["kind"] == "RoleBinding"}
+    assert set(roles) == bindings == {"ml", "risk"}
+    granted = {r for rule in roles["ml"]["rules"] for r in rule["resources"]}
+    assert {"modeldeployments", "deployments", "services", "events"} <= granted
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.37.0", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "elected"),
+    [
+        ({}, False),
+        ({"replicaCount": 2}, True),
+        ({"leaderElection": {"enabled": True}}, True),
+        ({"replicaCount": 2, "leaderElection": {"enabled": False}}, False),
+    ],
+)
+def test_several_replicas_elect_a_leader_on_a_lease(values: dict[str, Any], elected: bool) -> None:
+    objects = chart_objects(values)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == values.get("replicaCount", 1)
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert ("--leader-election-lease=tr" in args) is elected
+    assert ("--leader-election-namespace=ops" in args) is elected
+    lease_roles = [o for o in objects if o["kind"] == "Role" and "leases" in str(o["rules"])]
+    assert [r["metadata"]["namespace"] for r in lease_roles] == (["ops"] if elected else [])
+    strategy = deployment["spec"]["strategy"]["type"]
+    assert strategy == ("RollingUpdate" if elected else "Recreate")
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"replicaCount": "abc"}, "/replicaCount"),
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"watch": {"allNamespaces": False}}, "/watch/namespaces"),
+        ({"watch": {"namespaces": ["Not_A_Name"]}}, "/watch/namespaces/0"),
+        ({"archiveStore": "gs://bucket"}, "/archiveStore"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"monitoring": {"podMonitr": True}}, "/monitoring"),
+    ],
+)
+def test_the_values_schema_refuses_a_bad_value_naming_it(
+    values: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(Exception, match=f"at '{field}'"):
+        chart_objects(values)

@@ -276,6 +276,30 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "exceeds maxReplicas",
     ),
     (
+        "unknown notification type",
+        {"spec": {"notifications": [{"type": "sms", "secretRef": {"name": "h", "key": "url"}}]}},
+        "spec.notifications[0].type",
+        "'webhook', 'slack' or 'teams'",
+    ),
+    (
+        "notification without secretRef",
+        {"spec": {"notifications": [{"type": "slack"}]}},
+        "spec.notifications[0].secretRef",
+        "required field is missing",
+    ),
+    (
+        "unknown notification event",
+        {
+            "spec": {
+                "notifications": [
+                    {"type": "slack", "secretRef": {"name": "h", "key": "url"}, "events": ["x"]}
+                ]
+            }
+        },
+        "spec.notifications[0].events[0]",
+        "'stepAdvanced', 'promoted', 'rolledBack', 'paused' or 'failed'",
+    ),
+    (
         "unknown autoscaling engine",
         {"spec": {"autoscaling": {"engine": "vpa"}}},
         "spec.autoscaling.engine",

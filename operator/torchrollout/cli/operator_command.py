@@ -33,6 +33,16 @@ def operator(
         str | None,
         typer.Option(help="Peering name for several replicas (needs kopf's peering CRDs)."),
     ] = None,
+    leader_election_lease: Annotated[
+        str | None,
+        typer.Option(
+            help="Run as one of several replicas: only the holder of this Lease "
+            "(coordination.k8s.io) operates; the others wait to take over."
+        ),
+    ] = None,
+    leader_election_namespace: Annotated[
+        str | None, typer.Option(help="The Lease's namespace (the operator's own).")
+    ] = None,
     kubeconfig: Annotated[
         str | None, typer.Option(help="Outside a cluster: the kubeconfig.")
     ] = None,
@@ -51,6 +61,10 @@ def operator(
     """Run the operator until interrupted."""
     if not namespace and not all_namespaces:
         raise typer.BadParameter("give --namespace NS (one or more) or --all-namespaces")
+    if leader_election_lease and not leader_election_namespace:
+        raise typer.BadParameter(
+            "give the Lease's namespace", param_hint="--leader-election-namespace"
+        )
     # The kubernetes client reads KUBECONFIG once, at import: set everything first.
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
@@ -74,6 +88,12 @@ def operator(
         # kopf logs every timer call; with many resources that drowns what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    elector = None
+    if leader_election_lease and leader_election_namespace:
+        from torchrollout.operator.leadership import ElectionSettings, api_client, lead
+
+        election = ElectionSettings(leader_election_lease, leader_election_namespace)
+        elector = lead(api_client(), election, liveness=liveness)
     kopf.run(
         clusterwide=all_namespaces,
         namespaces=namespace or (),
@@ -81,3 +101,5 @@ def operator(
         peering_name=peering,
         liveness_endpoint=liveness,
     )
+    if elector is not None:
+        elector.release()

@@ -31,6 +31,7 @@ from torchrollout.engine import Event
 from torchrollout.metrics import PrometheusProvider
 from torchrollout.operator.cluster import ClusterError
 from torchrollout.operator.evaluation import EvaluationSender
+from torchrollout.operator.notifier import Notifier
 from torchrollout.operator.reconcile import Reconciler
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.spec.document import (
@@ -117,6 +118,7 @@ def configure(
         post_event=_post_event,
         metrics=metrics,
         evaluation=evaluation,
+        notifier=Notifier(cluster, on_error=lambda message: logger.warning("%s", message)),
         archive_store=os.environ.get("TORCHROLLOUT_ARCHIVE_STORE") or None,
         prometheus_url=prometheus,
     )

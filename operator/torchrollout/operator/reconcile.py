@@ -44,6 +44,7 @@ from torchrollout.operator.evaluation import (
     evaluation_condition,
     without_labels,
 )
+from torchrollout.operator.notifier import Notifier, notifications_condition
 from torchrollout.operator.pods import PodTrouble, pod_trouble, pods_condition, refused_condition
 from torchrollout.operator.routers import Workload, router_for, share_condition
 from torchrollout.operator.scaling import autoscale, reported, stable_desired
@@ -60,6 +61,7 @@ from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase, wi
 
 EventSink = Callable[[dict[str, Any], Event], None]
 IDLE_RESYNC = 60.0
+NOTIFY_RECHECK = 5.0
 
 
 def utc_now() -> datetime:
@@ -87,6 +89,7 @@ class Reconciler:
         clock: Callable[[], datetime] = utc_now,
         metrics: OperatorMetrics | None = None,
         evaluation: EvaluationSender | None = None,
+        notifier: Notifier | None = None,
         archive_store: str | None = None,
         prometheus_url: str = DEFAULT_PROMETHEUS_URL,
         settle_limit: int = 4,
@@ -97,6 +100,7 @@ class Reconciler:
         self.clock = clock
         self.metrics = metrics or OperatorMetrics()
         self.evaluation = evaluation
+        self.notifier = notifier  # announces milestones to spec.notifications' targets
         self.archive_store = archive_store
         self.prometheus_url = prometheus_url  # where a KEDA ScaledObject reads its signal
         self.settle_limit = settle_limit
@@ -187,6 +191,15 @@ class Reconciler:
                 before is None or (before.status, before.reason) != ("False", evaluation.reason)
             ):
                 events.append(Event("Warning", "EvaluationFailed", evaluation.message))
+        notifying = self.notifier is not None and bool(md.spec.notifications)
+        if self.notifier is not None and notifying:
+            notified = notifications_condition(self.notifier.problem(md))
+            extra_conditions.append(notified)
+            before = next((c for c in md.status.conditions if c.type == "NotificationsReady"), None)
+            if notified.status == "False" and (
+                before is None or (before.status, before.message) != ("False", notified.message)
+            ):
+                events.append(Event("Warning", "NotificationFailed", notified.message))
         stepped = any(e.reason == "StepAdvanced" for e in events)
         if (
             (measured or stepped)
@@ -199,6 +212,9 @@ class Reconciler:
         written = self._write_status(body, status)
         for event in events:
             self.post_event(body, event)
+        queued = 0
+        if self.notifier is not None and notifying:
+            queued = self.notifier.enqueue(md, status, events)  # never waits for delivery
         self.metrics.canary_weight.labels(md.metadata.namespace, md.metadata.name).set(
             status.canary_weight
         )
@@ -209,6 +225,8 @@ class Reconciler:
         autoscaling = md.spec.autoscaling
         if autoscaling is not None and autoscaling.engine == "prometheus":
             requeue = min(requeue or IDLE_RESYNC, autoscaling.interval_seconds)
+        if queued:  # look again soon, to report how the delivery went
+            requeue = min(requeue if requeue is not None else IDLE_RESYNC, NOTIFY_RECHECK)
         return Outcome(
             requeue_after=requeue if requeue is not None else IDLE_RESYNC,
             status_written=written,

@@ -10,6 +10,7 @@ prints it and a test keeps `crds/` equal to it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -144,7 +145,9 @@ PRINTER_COLUMNS = [
 
 def render_crd() -> dict[str, Any]:
     """The CustomResourceDefinition of ModelDeployment, as a Kubernetes object."""
-    spec = structural_schema(ModelDeploymentSpec)
+    # A fresh copy of every node (deepcopy would keep the sharing): a schema shared by two
+    # fields would become a YAML alias.
+    spec = json.loads(json.dumps(structural_schema(ModelDeploymentSpec)))
     spec.pop("default", None)
     # The operator writes status piece by piece: no defaults or required fields there.
     status = _without_defaults(structural_schema(ModelDeploymentStatus))

@@ -32,6 +32,7 @@ from torchrollout.spec.checks import (
     query_variables,
 )
 from torchrollout.spec.durations import DURATION_PATTERN, parse_duration
+from torchrollout.spec.notifications import NotificationTarget
 from torchrollout.spec.pod import PodSettings, SecretKeySelector
 from torchrollout.spec.scaling import AutoscalingSpec
 from torchrollout.spec.traffic import (
@@ -551,6 +552,7 @@ class ModelDeploymentSpec(SpecModel, json_schema_extra=cel(*ROUTING_RULES)):
     traffic: TrafficSpec = Field(default_factory=TrafficSpec)
     canary: CanarySpec = Field(default_factory=CanarySpec)
     autoscaling: AutoscalingSpec | None = None
+    notifications: list[NotificationTarget] = Field(default_factory=list, max_length=8)
     paused: bool = False
     """Hold the rollout where it is: no analysis, no step, no promotion."""
 
