@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.e2e.conftest import CHART, OPERATOR_NAMESPACE, ROOT, Helm, create_namespace
@@ -72,8 +74,11 @@ def test_helm_upgrade_changes_the_operator_and_uninstall_removes_it(
     kube_cluster.kubectl("get", "crd", "modeldeployments.torchrollout.io")
 
 
+@pytest.mark.parametrize(
+    ("flag", "path"), [("-f", MANIFESTS), ("-k", MANIFESTS.parent)], ids=["plain", "kustomize"]
+)
 def test_the_plain_manifests_are_accepted_by_the_api_server(
-    kube_cluster: ControlPlane, installed: str
+    kube_cluster: ControlPlane, installed: str, flag: str, path: Path
 ) -> None:
     # Server-side apply: the helm-installed objects of the same names carry no
     # last-applied annotation, which client-side apply would warn about.
@@ -82,12 +87,14 @@ def test_the_plain_manifests_are_accepted_by_the_api_server(
         "--server-side",
         "--force-conflicts",
         "--dry-run=server",
-        "-f",
-        str(MANIFESTS),
+        flag,
+        str(path),
         check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr
+    applied = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    assert len(applied) == len(list(yaml.safe_load_all(MANIFESTS.read_text())))
 
 
 @pytest.mark.parametrize(
