@@ -109,6 +109,7 @@ def test_the_plain_manifests_are_accepted_by_the_api_server(
         ("create", "events", "models", True),
         ("create", "jobs.batch", "models", True),  # archive builds
         ("list", "pods", "models", True),  # their termination messages
+        ("create", "networkpolicies.networking.k8s.io", "models", True),  # networkPolicy
         # what it must never do
         ("create", "modeldeployments.torchrollout.io", "models", False),  # spec is the user's
         ("delete", "modeldeployments.torchrollout.io", "models", False),

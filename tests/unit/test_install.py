@@ -105,6 +105,35 @@ def test_several_replicas_elect_a_leader_on_a_lease(values: dict[str, Any], elec
 
 
 @pytest.mark.parametrize(
+    ("values", "argument"),
+    [
+        ({}, None),
+        ({"networkPolicy": {"enabled": True}}, "--network-policy-metrics-namespace=monitoring"),
+        (
+            {"networkPolicy": {"enabled": True, "metricsNamespace": "prom"}},
+            "--network-policy-metrics-namespace=prom",
+        ),
+    ],
+)
+def test_network_policies_are_opt_in_and_granted(
+    values: dict[str, Any], argument: str | None
+) -> None:
+    objects = chart_objects(values)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    given = [a for a in args if a.startswith("--network-policy-metrics-namespace")]
+    assert given == ([argument] if argument else [])
+    role = next(o for o in objects if o["kind"] == "ClusterRole")
+    granted = {
+        verb
+        for rule in role["rules"]
+        if "networkpolicies" in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {"get", "list", "create", "patch", "update", "delete"}
+
+
+@pytest.mark.parametrize(
     ("values", "field"),
     [
         ({"replicaCount": "abc"}, "/replicaCount"),
@@ -114,6 +143,7 @@ def test_several_replicas_elect_a_leader_on_a_lease(values: dict[str, Any], elec
         ({"archiveStore": "gs://bucket"}, "/archiveStore"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"monitoring": {"podMonitr": True}}, "/monitoring"),
+        ({"networkPolicy": {"metricsNamespace": "Monitoring"}}, "/networkPolicy/metricsNamespace"),
     ],
 )
 def test_the_values_schema_refuses_a_bad_value_naming_it(

@@ -53,6 +53,13 @@ def operator(
             "resources without spec.archive.store."
         ),
     ] = None,
+    network_policy_metrics_namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="Give each ModelDeployment a NetworkPolicy: inference from anywhere, "
+            "metrics only from this namespace (Prometheus'), nothing else."
+        ),
+    ] = None,
     timer_seconds: Annotated[
         float, typer.Option(help="How often each resource is looked at between events.")
     ] = 2.0,
@@ -78,6 +85,15 @@ def operator(
                 param_hint="--archive-store",
             )
         os.environ["TORCHROLLOUT_ARCHIVE_STORE"] = archive_store
+    if network_policy_metrics_namespace:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", network_policy_metrics_namespace):
+            raise typer.BadParameter(
+                f"{network_policy_metrics_namespace!r} is not a namespace name",
+                param_hint="--network-policy-metrics-namespace",
+            )
+        os.environ["TORCHROLLOUT_NETWORK_POLICY_METRICS_NAMESPACE"] = (
+            network_policy_metrics_namespace
+        )
 
     import kopf
 

@@ -12,7 +12,8 @@ TORCHROLLOUT_PROMETHEUS_URL (default http://prometheus-operated.monitoring:9090)
 TORCHROLLOUT_METRICS_PORT (default 8000, 0 to disable), TORCHROLLOUT_TIMER_SECONDS
 (default 2), TORCHROLLOUT_ARCHIVE_STORE (the archive store of resources that name none),
 TORCHROLLOUT_EVALUATION_TOKEN (bearer token for https evaluation datasets),
-KUBECONFIG (outside a cluster).
+TORCHROLLOUT_NETWORK_POLICY_METRICS_NAMESPACE (set: a NetworkPolicy per resource, metrics
+admitted from this namespace), KUBECONFIG (outside a cluster).
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def configure(
         notifier=Notifier(cluster, on_error=lambda message: logger.warning("%s", message)),
         archive_store=os.environ.get("TORCHROLLOUT_ARCHIVE_STORE") or None,
         prometheus_url=prometheus,
+        network_policy_metrics_namespace=(
+            os.environ.get("TORCHROLLOUT_NETWORK_POLICY_METRICS_NAMESPACE") or None
+        ),
     )
     memo["runtime"] = Runtime(reconciler)
     logger.info("torchrollout: Prometheus at %s, metrics on :%s", prometheus, port or "(off)")

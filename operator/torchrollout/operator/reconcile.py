@@ -92,6 +92,7 @@ class Reconciler:
         notifier: Notifier | None = None,
         archive_store: str | None = None,
         prometheus_url: str = DEFAULT_PROMETHEUS_URL,
+        network_policy_metrics_namespace: str | None = None,
         settle_limit: int = 4,
     ) -> None:
         self.cluster = cluster
@@ -103,6 +104,8 @@ class Reconciler:
         self.notifier = notifier  # announces milestones to spec.notifications' targets
         self.archive_store = archive_store
         self.prometheus_url = prometheus_url  # where a KEDA ScaledObject reads its signal
+        # Set: each ModelDeployment gets a NetworkPolicy; unset, NetworkPolicies are not touched.
+        self.network_policy_metrics_namespace = network_policy_metrics_namespace
         self.settle_limit = settle_limit
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -333,6 +336,7 @@ class Reconciler:
             stable_replicas=stable_replicas,
             store=self._store(md),
             prometheus=self.prometheus_url,
+            metrics_namespace=self.network_policy_metrics_namespace,
         )
         router = router_for(md, self.cluster)
         route_kinds = {kind for _, kind, _ in route_names(md, md.spec.traffic.router)}

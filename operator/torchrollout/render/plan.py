@@ -22,6 +22,7 @@ from torchrollout.render.routes import render_routes
 from torchrollout.render.scaling import DEFAULT_PROMETHEUS_URL, render_autoscaler
 from torchrollout.render.traffic import (
     canary_replicas_for,
+    render_network_policy,
     render_pdb,
     render_services,
     replica_router_canary,
@@ -98,9 +99,11 @@ def plan(
     stable_replicas: int,
     store: str | None = None,
     prometheus: str = DEFAULT_PROMETHEUS_URL,
+    metrics_namespace: str | None = None,
 ) -> Plan:
     """What to apply for `md`; `store` is the archive store in effect (spec or operator's),
-    `prometheus` the server a KEDA ScaledObject reads its signal from (the operator's)."""
+    `prometheus` the server a KEDA ScaledObject reads its signal from (the operator's);
+    with `metrics_namespace` (Prometheus' namespace), a NetworkPolicy for the model pods."""
     spec_revision = compute_revision(md.spec)
     status = md.status
     stable = status.stable_revision or spec_revision
@@ -120,6 +123,8 @@ def plan(
     objects: list[dict[str, Any]] = render_services(md, stable=stable, canary=canary)
     objects += render_routes(md, weight=weight)
     objects.append(render_pdb(md))
+    if metrics_namespace is not None:
+        objects.append(render_network_policy(md, metrics_namespace=metrics_namespace))
     rendered = spec_revision in replicas or spec_revision == status.canary_revision
     archive = status.archive_for(spec_revision) if store is not None else None
     building = store is not None and archive is None

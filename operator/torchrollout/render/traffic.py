@@ -1,10 +1,13 @@
-"""Objects around the revisions: the three Services and the PDB; replica shares.
+"""Objects around the revisions: the three Services, the PDB, the NetworkPolicy; replica shares.
 
 While a canary runs `NAME` selects every revision (with the `replicas` router the split is
 the ratio of ready replicas), otherwise the stable alone (a previous stable kept warm for a
 revert takes no traffic); `NAME-stable` and `NAME-canary` select one revision each, so
 promotion re-points selectors and restarts no pod. The weighted routers' objects (which
 weight `NAME-stable` and `NAME-canary`) are in `routes`; the autoscaler is in `scaling`.
+The opt-in NetworkPolicy `NAME` admits the inference port from anywhere and the metrics port
+from Prometheus' namespace alone, so nothing else (the management port included) reaches the
+model pods.
 """
 
 from __future__ import annotations
@@ -124,4 +127,27 @@ def render_pdb(md: ModelDeployment) -> dict[str, Any]:
         "kind": "PodDisruptionBudget",
         "metadata": names.metadata(md, md.metadata.name),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector(md)}},
+    }
+
+
+def render_network_policy(md: ModelDeployment, *, metrics_namespace: str) -> dict[str, Any]:
+    """Ingress to every revision's pods: inference from anywhere (clients, the Gateway, the
+    operator's evaluation traffic), metrics from `metrics_namespace` only; the management
+    port gets no rule, so it stays closed even if someone binds it beyond localhost."""
+    prometheus = {"kubernetes.io/metadata.name": metrics_namespace}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": names.metadata(md, md.metadata.name),
+        "spec": {
+            "podSelector": {"matchLabels": names.selector(md)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": [{"port": names.INFERENCE_PORT, "protocol": "TCP"}]},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": prometheus}}],
+                    "ports": [{"port": names.METRICS_PORT, "protocol": "TCP"}],
+                },
+            ],
+        },
     }
