@@ -175,6 +175,8 @@ def test_a_revert_inside_the_delay_is_warm_and_moves_traffic_in_one_reconcile(
     revert = model_deployment(namespace, "1.0.0", runtime=REPLICAS, canary=delay)
     kubectl.apply(dump(revert))  # git revert
     eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="1.0.0"), timeout=10)
+    # The watch may deliver the write a moment after a GET has seen it.
+    eventually(lambda: ("Succeeded", "1.0.0") in phases(list(statuses.objects)), timeout=10)
     writes = statuses.stop()
     # One reconcile: the status went from 2.0.0 to 1.0.0 in one write, never Promoting.
     assert phases(writes)[-2:] == [("Succeeded", "2.0.0"), ("Succeeded", "1.0.0")]
@@ -223,6 +225,7 @@ def test_after_the_delay_the_old_revision_is_at_zero_and_a_revert_is_cold(
     revert = model_deployment(namespace, "1.0.0", runtime=REPLICAS, canary=delay)
     kubectl.apply(dump(revert))
     eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="1.0.0"), timeout=30)
+    eventually(lambda: ("Succeeded", "1.0.0") in phases(list(statuses.objects)), timeout=10)
     writes = statuses.stop()
     # Cold: it waited in Promoting (no analysis) while its pods started, then took over.
     assert phases(writes)[-3:] == [
