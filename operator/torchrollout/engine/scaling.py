@@ -37,12 +37,8 @@ class ScalingDecision:
     """How many replicas, why, and the recommendations to remember."""
 
     desired: int
-    raw: int
     reason: str
     recommendations: tuple[Recommendation, ...]
-
-    def changes(self, current: int) -> bool:
-        return self.desired != current
 
 
 def scale(
@@ -62,7 +58,7 @@ def scale(
     kept = tuple(r for r in recommendations if r.at >= now - timedelta(seconds=window))
     if value is None or math.isnan(value) or value < 0:
         reason = f"holding {bounded}: no signal ({why_no_value or 'no value'})"
-        return ScalingDecision(bounded, bounded, reason, kept)
+        return ScalingDecision(bounded, reason, kept)
     target = policy.signal_target
     ratio = value / target
     if current <= 0:
@@ -91,7 +87,7 @@ def scale(
     final = min(high, max(low, limited))
     if final != limited:
         why = f"{why}; bounded to [{low}, {high}]"
-    return ScalingDecision(final, raw, why, history)
+    return ScalingDecision(final, why, history)
 
 
 def _stabilized(

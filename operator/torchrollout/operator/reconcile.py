@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from torchrollout.engine import (
     Decision,
@@ -46,7 +46,12 @@ from torchrollout.operator.evaluation import (
 )
 from torchrollout.operator.notifier import Notifier, notifications_condition
 from torchrollout.operator.pods import PodTrouble, pod_trouble, pods_condition, refused_condition
-from torchrollout.operator.routers import Workload, router_for, share_condition
+from torchrollout.operator.routers import (
+    Workload,
+    drop_previous_routes,
+    router_for,
+    share_condition,
+)
 from torchrollout.operator.scaling import autoscale, reported, stable_desired
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import DEFAULT_PROMETHEUS_URL, names, plan, route_names
@@ -132,13 +137,13 @@ class Reconciler:
                     f"(sha256 {build.record.sha256})",
                 )
             )
-        scaling = autoscale(md, self._workloads(md), self.provider, now)
+        workloads = self._workloads(md)
+        scaling = autoscale(md, workloads, self.provider, now)
         md = md.model_copy(
             update={"status": md.status.model_copy(update={"scaling": scaling.records})}
         )
         events += scaling.events
         for _ in range(self.settle_limit):
-            workloads = self._workloads(md)
             observation, trouble = self._observe(md, workloads, build)
             measurements = None
             if not measured and self._analysis_due(md, now):
@@ -171,11 +176,7 @@ class Reconciler:
         share = share_condition(md, observation.stable_replicas)
         if share is not None:
             extra_conditions.append(share)
-            before = next((c for c in md.status.conditions if c.type == "TrafficShare"), None)
-            if share.status == "False" and (
-                before is None or (before.status, before.message) != ("False", share.message)
-            ):
-                events.append(Event("Warning", "CoarseTrafficShare", share.message))
+            events += _warning_once(md, share, "CoarseTrafficShare", by="message")
         extra_conditions.append(pods_condition(md, workloads, trouble))
         if scaling.condition is not None:
             extra_conditions.append(scaling.condition)
@@ -189,20 +190,11 @@ class Reconciler:
         if self.evaluation is not None and md.spec.canary.evaluation is not None:
             evaluation = evaluation_condition(self.evaluation.problem(md))
             extra_conditions.append(evaluation)
-            before = next((c for c in md.status.conditions if c.type == "EvaluationReady"), None)
-            if evaluation.status == "False" and (
-                before is None or (before.status, before.reason) != ("False", evaluation.reason)
-            ):
-                events.append(Event("Warning", "EvaluationFailed", evaluation.message))
-        notifying = self.notifier is not None and bool(md.spec.notifications)
-        if self.notifier is not None and notifying:
+            events += _warning_once(md, evaluation, "EvaluationFailed", by="reason")
+        if self.notifier is not None and md.spec.notifications:
             notified = notifications_condition(self.notifier.problem(md))
             extra_conditions.append(notified)
-            before = next((c for c in md.status.conditions if c.type == "NotificationsReady"), None)
-            if notified.status == "False" and (
-                before is None or (before.status, before.message) != ("False", notified.message)
-            ):
-                events.append(Event("Warning", "NotificationFailed", notified.message))
+            events += _warning_once(md, notified, "NotificationFailed", by="message")
         stepped = any(e.reason == "StepAdvanced" for e in events)
         if (
             (measured or stepped)
@@ -216,7 +208,7 @@ class Reconciler:
         for event in events:
             self.post_event(body, event)
         queued = 0
-        if self.notifier is not None and notifying:
+        if self.notifier is not None and md.spec.notifications:
             queued = self.notifier.enqueue(md, status, events)  # never waits for delivery
         self.metrics.canary_weight.labels(md.metadata.namespace, md.metadata.name).set(
             status.canary_weight
@@ -368,7 +360,7 @@ class Reconciler:
             ready = router.condition(md, routes)
             if ready is not None:
                 conditions.append(ready)
-        self._drop_other_routes(md)
+        drop_previous_routes(self.cluster, md)
         scaler = autoscaler_condition(md, stable=planned.stable, installed=keda_installed)
         conditions += [scaler] if scaler is not None else []
         for name, replicas in planned.scale.items():
@@ -390,17 +382,6 @@ class Reconciler:
         if not any(c.type == "PodSettingsValid" for c in conditions):
             conditions.append(Condition(type="PodSettingsValid", status="True", reason="Accepted"))
         return conditions
-
-    def _drop_other_routes(self, md: ModelDeployment) -> None:
-        """Once the spec names another router, delete the objects the previous one made."""
-        previous = md.status.router
-        if previous is None or previous == md.spec.traffic.router:
-            return
-        for api_version, kind, name in route_names(md, previous):
-            try:
-                self.cluster.delete(api_version, kind, md.metadata.namespace, name)
-            except KindNotInstalled:
-                continue
 
     def _achieved_weight(self, md: ModelDeployment, workloads: dict[str, Workload]) -> int:
         stable = workloads.get(md.status.stable_revision or "")
@@ -451,6 +432,23 @@ class Reconciler:
         self.post_event(body, event)
         self.metrics.reconcile_errors.labels("invalid-spec").inc()
         return Outcome(requeue_after=None, status_written=True, events=[event])
+
+
+def _warning_once(
+    md: ModelDeployment, condition: Condition, reason: str, *, by: Literal["reason", "message"]
+) -> list[Event]:
+    """A Warning Event for a False `condition`, only when it was not already False with the
+    same `by` (so a lasting problem is said once, and again when it changes)."""
+    if condition.status != "False":
+        return []
+    before = next((c for c in md.status.conditions if c.type == condition.type), None)
+    if (
+        before is not None
+        and before.status == "False"
+        and getattr(before, by) == getattr(condition, by)
+    ):
+        return []
+    return [Event("Warning", reason, condition.message)]
 
 
 def _with_conditions(

@@ -9,11 +9,12 @@ that ingress-nginx does not serve. `replicas` splits by ready pods behind one Se
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torchrollout.engine import desired_weight
-from torchrollout.operator.cluster import ClusterApi
+from torchrollout.operator.cluster import ClusterApi, KindNotInstalled
 from torchrollout.render import (
     SHARE_TOLERANCE,
     ingress_weight,
@@ -21,6 +22,7 @@ from torchrollout.render import (
     replica_share,
     replica_weight,
     replicas_for_share,
+    route_names,
     route_weight,
     virtual_service_weight,
 )
@@ -258,6 +260,17 @@ def route_condition(route: dict[str, Any], md: ModelDeployment) -> Condition:
         reason="HTTPRouteApplied",
         message=f"no report from Gateway {name} on the route yet",
     )
+
+
+def drop_previous_routes(cluster: ClusterApi, md: ModelDeployment) -> None:
+    """Once the spec names another router, delete the objects the previous one made
+    (`status.router`), tolerating kinds no longer installed."""
+    previous = md.status.router
+    if previous is None or previous == md.spec.traffic.router:
+        return
+    for api_version, kind, name in route_names(md, previous):
+        with contextlib.suppress(KindNotInstalled):
+            cluster.delete(api_version, kind, md.metadata.namespace, name)
 
 
 def router_for(md: ModelDeployment, cluster: ClusterApi) -> Router:

@@ -18,7 +18,7 @@ from typing import Any
 
 from torchrollout.engine.decide import desired_weight, rollback_window
 from torchrollout.render import names
-from torchrollout.render.routes import render_routes
+from torchrollout.render.routes import mirrored_percent, render_routes
 from torchrollout.render.scaling import DEFAULT_PROMETHEUS_URL, render_autoscaler
 from torchrollout.render.traffic import (
     canary_replicas_for,
@@ -170,7 +170,4 @@ def expected_share(md: ModelDeployment, *, stable_replicas: int) -> int:
 
 def expected_mirror(md: ModelDeployment) -> int:
     """Percent of requests the router copies to the canary now (0 without a mirror)."""
-    mirror = md.spec.canary.mirror
-    if mirror is None or desired_weight(md.spec, md.status) <= 0:
-        return 0
-    return mirror.percent
+    return mirrored_percent(md, desired_weight(md.spec, md.status))

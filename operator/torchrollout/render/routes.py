@@ -51,10 +51,9 @@ def render_routes(md: ModelDeployment, *, weight: int) -> list[dict[str, Any]]:
     `weight` is the canary's step; 0 when no canary takes traffic (none, or rolling back),
     which also turns off `match` and `mirror`.
     """
-    mirror = md.spec.canary.mirror
-    mirrored = mirror.percent if mirror is not None and weight > 0 else 0
+    mirrored = mirrored_percent(md, weight)
     match = md.spec.canary.match if weight > 0 else []
-    routed = 0 if mirror is not None else weight
+    routed = 0 if md.spec.canary.mirror is not None else weight
     router = md.spec.traffic.router
     if router == "gateway-api":
         return [render_http_route(md, weight=routed, match=match, mirror=mirrored)]
@@ -63,6 +62,12 @@ def render_routes(md: ModelDeployment, *, weight: int) -> list[dict[str, Any]]:
     if router == "nginx":
         return render_ingresses(md, weight=routed, match=match)
     return []
+
+
+def mirrored_percent(md: ModelDeployment, weight: int) -> int:
+    """Percent of requests copied to the canary at a step of `weight` (0: no canary step)."""
+    mirror = md.spec.canary.mirror
+    return mirror.percent if mirror is not None and weight > 0 else 0
 
 
 def _backend(md: ModelDeployment, service: str, weight: int | None = None) -> dict[str, Any]:

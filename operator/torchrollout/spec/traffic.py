@@ -15,7 +15,6 @@ from pydantic import Field, model_validator
 from torchrollout.spec.base import FieldValueError, SpecModel, cel, cel_rule
 
 Router = Literal["replicas", "gateway-api", "istio", "nginx"]
-ROUTERS: tuple[Router, ...] = ("replicas", "gateway-api", "istio", "nginx")
 # Routers that route by request, not by pod count.
 REQUEST_ROUTERS = frozenset({"gateway-api", "istio", "nginx"})
 MIRROR_ROUTERS = frozenset({"gateway-api", "istio"})
