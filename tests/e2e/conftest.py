@@ -32,7 +32,7 @@ from tests.kube_cluster.fixtures import *  # noqa: F403
 from tests.kube_emulator.fixtures import Kubectl, eventually
 from tests.support.exporter import Exporter, Rates
 from torchrollout.local.ports import free_port
-from torchrollout.local.prometheus import PrometheusServer, ScrapeTarget
+from torchrollout.local.prometheus import PrometheusServer, ScrapeTarget, log_tail
 from torchrollout.spec import compute_revision, parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,16 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 OWN_OPERATOR_PREFIX = "own-op-"
 # kubectl finds its `torchrollout` plugin (kubectl-torchrollout) on PATH, as users install it.
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed e2e test shows the last lines of the session operator's log beside it."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("operator_process")
+    if report.failed and isinstance(running, OperatorProcess) and running.log.exists():
+        report.sections.append(("operator log (last lines)", log_tail(running.log, 60)))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -224,6 +234,13 @@ def installed(kube_cluster: ControlPlane, api_client: client.ApiClient, helm: He
         "--timeout=60s",
         "crd/modeldeployments.torchrollout.io",
         "crd/httproutes.gateway.networking.k8s.io",
+    )
+    # Established is not yet served: until the API server's cache for the new kind is filled,
+    # lists answer 429 "storage is (re)initializing" and the operator's first watch backs off.
+    eventually(
+        lambda: kube_cluster.kubectl("get", "modeldeployments", "-A", check=False).returncode == 0,
+        timeout=60,
+        interval=0.5,
     )
     return RELEASE
 
