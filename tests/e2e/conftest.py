@@ -12,13 +12,16 @@ the emulator can do (injected faults, pods kept unready) with the same helpers.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -376,3 +379,39 @@ def deployments(api_client: client.ApiClient, namespace: str) -> dict[str, int]:
     apps = client.AppsV1Api(api_client)
     found = apps.list_namespaced_deployment(namespace).items
     return {d.metadata.name: d.spec.replicas for d in found}
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on 127.0.0.1 that keeps every JSON body and answers `status`."""
+
+    status: int = 200
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def events(self) -> list[str]:
+        return [b["event"] for b in list(self.bodies)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    received = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            received.bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(received.status)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    received.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield received
+    server.shutdown()
+    server.server_close()
+    thread.join()

@@ -3,13 +3,6 @@ webhook URL from a Secret of the resource's namespace and POSTs to a loopback re
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
 import pytest
 from kubernetes import client
 
@@ -17,6 +10,7 @@ from tests.e2e.conftest import (
     BAD,
     GOOD,
     OperatorProcess,
+    Receiver,
     condition_of,
     deploy_stable,
     dump,
@@ -30,42 +24,6 @@ from tests.kube_emulator.fixtures import Kubectl, eventually
 from tests.support.exporter import Exporter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on 127.0.0.1 that keeps every JSON body and answers `status`."""
-
-    status: int = 200
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    def events(self) -> list[str]:
-        return [b["event"] for b in list(self.bodies)]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    received = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            received.bodies.append(json.loads(self.rfile.read(length)))
-            self.send_response(received.status)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    received.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield received
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def webhook_secret(api_client: client.ApiClient, namespace: str, url: str) -> None:

@@ -133,6 +133,35 @@ def test_network_policies_are_opt_in_and_granted(
     assert granted == {"get", "list", "create", "patch", "update", "delete"}
 
 
+@pytest.mark.parametrize("all_namespaces", [True, False])
+def test_default_notification_targets_become_flags_and_their_secrets_are_readable(
+    all_namespaces: bool,
+) -> None:
+    defaults = [
+        {"type": "slack", "secretName": "rollout-alerts", "key": "url"},
+        {"type": "webhook", "secretName": "audit", "key": "u", "events": ["promoted", "failed"]},
+    ]
+    watch = {"allNamespaces": all_namespaces, "namespaces": [] if all_namespaces else ["risk"]}
+    objects = chart_objects({"notifications": {"defaults": defaults}, "watch": watch})
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--default-notification")] == [
+        "--default-notification=slack:ops/rollout-alerts/url",
+        "--default-notification=webhook:ops/audit/u:promoted,failed",
+    ]
+    readers = [
+        rule
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+        and (o["kind"] == "ClusterRole" or o["metadata"]["namespace"] == "ops")
+        for rule in o["rules"]
+        if "secrets" in rule["resources"] and "get" in rule["verbs"]
+    ]
+    assert readers, "the operator cannot read the default targets' Secrets"
+    if not all_namespaces:
+        assert readers[0]["resourceNames"] == ["rollout-alerts", "audit"]
+
+
 @pytest.mark.parametrize(
     ("values", "field"),
     [
@@ -144,6 +173,10 @@ def test_network_policies_are_opt_in_and_granted(
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"monitoring": {"podMonitr": True}}, "/monitoring"),
         ({"networkPolicy": {"metricsNamespace": "Monitoring"}}, "/networkPolicy/metricsNamespace"),
+        (
+            {"notifications": {"defaults": [{"type": "sms", "secretName": "s", "key": "u"}]}},
+            "/notifications/defaults/0/type",
+        ),
     ],
 )
 def test_the_values_schema_refuses_a_bad_value_naming_it(

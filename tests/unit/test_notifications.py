@@ -15,8 +15,13 @@ import pytest
 from tests.unit.builders import BASE, merged
 from torchrollout.engine import Event
 from torchrollout.operator.cluster import FakeCluster
-from torchrollout.operator.notifier import Job, Notifier, notifications_condition
-from torchrollout.operator.notify import notices, payload
+from torchrollout.operator.notifier import (
+    Job,
+    Notifier,
+    notifications_condition,
+    parse_default_target,
+)
+from torchrollout.operator.notify import Notice, notices, payload
 from torchrollout.spec import ModelDeployment, parse_model_deployment
 from torchrollout.spec.status import ModelDeploymentStatus
 
@@ -210,6 +215,12 @@ class Endpoint:
         return httpx.Response(answer, text="boom" if answer >= 400 else "ok")
 
 
+def job(notifier: Notifier, md: ModelDeployment, notice: Notice) -> Job:
+    """The notice for the resource's first target, as `enqueue` would queue it."""
+    first = notifier.destinations(md)[0]
+    return Job(("risk", "fraud"), first.label, first.target, notice, first.secret_namespace)
+
+
 def delivered(
     endpoint: Endpoint, *, with_secret: bool = True, tries: int = 3
 ) -> tuple[Notifier, ModelDeployment, list[str]]:
@@ -229,7 +240,7 @@ def delivered(
     )
     md = resource(target())
     (notice,) = notices(md, rolled_back(), [Event("Warning", "RolledBack", "rolled back")])
-    notifier.deliver(Job(("risk", "fraud"), 0, md.spec.notifications[0], notice))
+    notifier.deliver(job(notifier, md, notice))
     assert sleeps == [0.5, 1.0][: max(0, len(endpoint.requests) - 1)]
     return notifier, md, errors
 
@@ -279,7 +290,7 @@ def test_a_later_delivery_clears_the_problem() -> None:
     assert notifier.problem(md) is not None
     (notice,) = notices(md, rolled_back(), [Event("Warning", "RolledBack", "again")])
     notifier.client = httpx.Client(transport=httpx.MockTransport(Endpoint(200)))
-    notifier.deliver(Job(("risk", "fraud"), 0, md.spec.notifications[0], notice))
+    notifier.deliver(job(notifier, md, notice))
     assert notifier.problem(md) is None
 
 
@@ -312,3 +323,94 @@ def test_a_slow_endpoint_never_blocks_enqueue_and_a_full_queue_drops_with_a_log(
         release.set()
         notifier.close()
     assert notifier.problem(md) is None
+
+
+# -- operator-wide defaults -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "kind", "where", "events"),
+    [
+        ("slack:ops/hooks/url", "slack", ("ops", "hooks", "url"), 5),
+        (
+            "teams:torchrollout-system/t/k:promoted,rolledBack",
+            "teams",
+            ("torchrollout-system", "t", "k"),
+            2,
+        ),
+    ],
+)
+def test_a_default_target_flag_names_its_kind_secret_and_events(
+    flag: str, kind: str, where: tuple[str, str, str], events: int
+) -> None:
+    parsed = parse_default_target(flag)
+    ref = parsed.target.secret_ref
+    assert (parsed.target.type, (parsed.namespace, ref.name, ref.key)) == (kind, where)
+    assert len(parsed.target.events) == events
+
+
+@pytest.mark.parametrize(
+    ("flag", "fragment"),
+    [
+        ("slack", "use TYPE:NAMESPACE/SECRET/KEY"),
+        ("slack:hooks/url", "use TYPE:NAMESPACE/SECRET/KEY"),
+        ("sms:ops/hooks/url", "TYPE is webhook, slack or teams"),
+        ("slack:ops/hooks/url:promoted,deployed", "unknown event 'deployed'"),
+    ],
+)
+def test_a_bad_default_target_flag_says_what_to_fix(flag: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(")):
+        parse_default_target(flag)
+
+
+def test_defaults_serve_resources_without_targets_of_their_own_from_the_operator_namespace() -> (
+    None
+):
+    cluster = FakeCluster()
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "ops-hooks", "namespace": "torchrollout-system"},
+            "data": {"url": base64.b64encode(URL.encode()).decode()},
+        }
+    )
+    endpoint = Endpoint(200)
+    notifier = Notifier(
+        cluster,
+        httpx.Client(transport=httpx.MockTransport(endpoint)),
+        start=False,
+        defaults=[parse_default_target("webhook:torchrollout-system/ops-hooks/url:rolledBack")],
+    )
+    own = resource(target(name="team-hooks"))
+    assert [d.label for d in notifier.destinations(own)] == [
+        "notifications[0] (webhook, Secret team-hooks key url)"
+    ]
+    bare = resource()
+    (default,) = notifier.destinations(bare)
+    assert default.secret_namespace == "torchrollout-system"
+    step = notices(bare, progressing(), [Event("Normal", "StepAdvanced", "step 2")])
+    assert notifier.enqueue(bare, progressing(), [Event("Normal", "StepAdvanced", "x")]) == 0
+    assert step  # a step notice exists, but the default target asked for rollbacks only
+    assert notifier.enqueue(bare, rolled_back(), [Event("Warning", "RolledBack", "x")]) == 1
+    (notice,) = notices(bare, rolled_back(), [Event("Warning", "RolledBack", "x")])
+    assert notifier.deliver(job(notifier, bare, notice)) is None
+    assert [str(r.url) for r in endpoint.requests] == [URL]
+
+
+def test_a_missing_default_secret_names_the_operator_namespace() -> None:
+    notifier = Notifier(
+        FakeCluster(),
+        httpx.Client(transport=httpx.MockTransport(Endpoint(200))),
+        start=False,
+        defaults=[parse_default_target("slack:torchrollout-system/ops-hooks/url")],
+    )
+    bare = resource()
+    (notice,) = notices(bare, rolled_back(), [Event("Warning", "RolledBack", "x")])
+    notifier.deliver(job(notifier, bare, notice))
+    condition = notifications_condition(notifier.problem(bare))
+    assert condition.reason == "SecretNotFound"
+    assert "Secret torchrollout-system/ops-hooks does not exist" in condition.message
+    assert "default notification 0 (slack, Secret torchrollout-system/ops-hooks key url)" in (
+        condition.message
+    )

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from torchrollout.operator.notifier import parse_default_target
 from torchrollout.spec.resource import STORE_URI_PATTERN
 
 
@@ -60,6 +61,14 @@ def operator(
             "metrics only from this namespace (Prometheus'), nothing else."
         ),
     ] = None,
+    default_notification: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A notification target for resources without spec.notifications, "
+            "TYPE:NAMESPACE/SECRET/KEY[:EVENT,...] (repeat for more); the Secret key holds "
+            "the webhook URL."
+        ),
+    ] = None,
     timer_seconds: Annotated[
         float, typer.Option(help="How often each resource is looked at between events.")
     ] = 2.0,
@@ -72,6 +81,13 @@ def operator(
         raise typer.BadParameter(
             "give the Lease's namespace", param_hint="--leader-election-namespace"
         )
+    for target in default_notification or ():
+        try:
+            parse_default_target(target)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--default-notification") from exc
+    os.environ["TORCHROLLOUT_DEFAULT_NOTIFICATIONS"] = "\n".join(default_notification or ())
+    os.environ["TORCHROLLOUT_WATCH_NAMESPACES"] = "\n".join(namespace or ())
     # The kubernetes client reads KUBECONFIG once, at import: set everything first.
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig

@@ -13,7 +13,9 @@ TORCHROLLOUT_METRICS_PORT (default 8000, 0 to disable), TORCHROLLOUT_TIMER_SECON
 (default 2), TORCHROLLOUT_ARCHIVE_STORE (the archive store of resources that name none),
 TORCHROLLOUT_EVALUATION_TOKEN (bearer token for https evaluation datasets),
 TORCHROLLOUT_NETWORK_POLICY_METRICS_NAMESPACE (set: a NetworkPolicy per resource, metrics
-admitted from this namespace), KUBECONFIG (outside a cluster).
+admitted from this namespace), TORCHROLLOUT_DEFAULT_NOTIFICATIONS (one default notification
+target a line), TORCHROLLOUT_WATCH_NAMESPACES (the `--namespace` values, one a line, whose
+rights are checked at start-up), KUBECONFIG (outside a cluster).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from prometheus_client import start_http_server
 
 from torchrollout.engine import Event
 from torchrollout.metrics import PrometheusProvider
+from torchrollout.operator.access import missing_rights, refusal_message, watched_names
 from torchrollout.operator.cluster import ClusterError
 from torchrollout.operator.evaluation import EvaluationSender
-from torchrollout.operator.notifier import Notifier
+from torchrollout.operator.notifier import Notifier, parse_default_target
 from torchrollout.operator.reconcile import Reconciler
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.spec.document import (
@@ -119,7 +122,15 @@ def configure(
         post_event=_post_event,
         metrics=metrics,
         evaluation=evaluation,
-        notifier=Notifier(cluster, on_error=lambda message: logger.warning("%s", message)),
+        notifier=Notifier(
+            cluster,
+            on_error=lambda message: logger.warning("%s", message),
+            defaults=[
+                parse_default_target(line)
+                for line in os.environ.get("TORCHROLLOUT_DEFAULT_NOTIFICATIONS", "").splitlines()
+                if line.strip()
+            ],
+        ),
         archive_store=os.environ.get("TORCHROLLOUT_ARCHIVE_STORE") or None,
         prometheus_url=prometheus,
         network_policy_metrics_namespace=(
@@ -127,7 +138,21 @@ def configure(
         ),
     )
     memo["runtime"] = Runtime(reconciler)
+    _check_rights(logger)
     logger.info("torchrollout: Prometheus at %s, metrics on :%s", prometheus, port or "(off)")
+
+
+def _check_rights(logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    """Say once, at start-up, in which watched namespaces the operator may not work."""
+    from torchrollout.operator.kube import allowed
+
+    namespaces = watched_names(os.environ.get("TORCHROLLOUT_WATCH_NAMESPACES", "").splitlines())
+    if not namespaces:
+        return
+    api = _api_client()
+    refused = missing_rights(lambda namespace, right: allowed(api, namespace, right), namespaces)
+    for namespace, rights in refused.items():
+        logger.error("%s", refusal_message(namespace, rights))
 
 
 def _reconcile(memo: Any, namespace: str | None, name: str) -> None:

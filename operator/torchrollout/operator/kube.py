@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes.client import ApiClient
+from kubernetes.client import (
+    ApiClient,
+    AuthorizationV1Api,
+    V1ResourceAttributes,
+    V1SelfSubjectAccessReview,
+    V1SelfSubjectAccessReviewSpec,
+)
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import (
@@ -20,6 +26,7 @@ from kubernetes.dynamic.exceptions import (
 )
 from kubernetes.dynamic.resource import Resource
 
+from torchrollout.operator.access import Right
 from torchrollout.operator.cluster import ClusterError, KindNotInstalled
 from torchrollout.spec.document import API_VERSION, KIND
 
@@ -140,3 +147,22 @@ class KubernetesCluster:
             raise _translate(exc, f"patch status of {KIND} {namespace}/{name}") from exc
         result: dict[str, Any] = patched.to_dict()
         return result
+
+
+def allowed(api_client: ApiClient, namespace: str, right: Right) -> bool:
+    """Whether the API server lets this client do `right` in `namespace` (an unanswered
+    review counts as allowed: the calls themselves will say what is wrong)."""
+    attributes = V1ResourceAttributes(
+        namespace=namespace,
+        verb=right.verb,
+        group=right.group,
+        resource=right.resource,
+        subresource=right.subresource or None,
+    )
+    spec = V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+    review = V1SelfSubjectAccessReview(spec=spec)
+    try:
+        answer = AuthorizationV1Api(api_client).create_self_subject_access_review(review)
+    except ApiException:
+        return True
+    return answer.status is None or bool(answer.status.allowed)

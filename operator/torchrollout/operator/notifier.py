@@ -7,6 +7,10 @@ the payload with a timeout, trying `tries` times with a doubling backoff on a ti
 connection error, HTTP 429 or 5xx; other answers (4xx) are not retried. A full queue drops
 the job with a log line; nothing is retried forever, and the rollout never waits.
 
+Operator-wide default targets (`--default-notification`) serve every resource without
+`spec.notifications` of its own; their Secrets live in the namespace the flag names (the
+operator's), not the resource's.
+
 Failures are data, not exceptions: `problem(md)` says which targets failed last and why
 (None once each has delivered since), for the reconciler to show as the NotificationsReady
 condition and a Warning Event; `on_error` gets the same message, for the log.
@@ -18,9 +22,10 @@ import base64
 import binascii
 import logging
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +35,7 @@ from torchrollout.engine import Event
 from torchrollout.operator.cluster import ClusterApi, ClusterError
 from torchrollout.operator.notify import Notice, notices, payload
 from torchrollout.spec.document import ModelDeployment
-from torchrollout.spec.notifications import NotificationTarget
+from torchrollout.spec.notifications import NOTIFICATION_EVENTS, NotificationTarget
 from torchrollout.spec.status import Condition, ModelDeploymentStatus
 
 log = logging.getLogger(__name__)
@@ -47,23 +52,72 @@ class NotificationProblem:
 
 
 @dataclass(frozen=True)
+class DefaultTarget:
+    """An operator-wide target, for resources without `spec.notifications`."""
+
+    target: NotificationTarget
+    namespace: str
+    """Where its Secret lives (the operator's namespace)."""
+
+
+DEFAULT_TARGET_FORMAT = "TYPE:NAMESPACE/SECRET/KEY[:EVENT,EVENT...]"
+_DEFAULT_TARGET = re.compile(
+    r"(?P<type>[a-z]+):(?P<namespace>[^/:]+)/(?P<name>[^/:]+)/(?P<key>[^/:]+)(?::(?P<events>.+))?"
+)
+
+
+def parse_default_target(text: str) -> DefaultTarget:
+    """`slack:torchrollout-system/hooks/url[:promoted,rolledBack]`; ValueError says what to fix."""
+    match = _DEFAULT_TARGET.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r}: use {DEFAULT_TARGET_FORMAT}")
+    events = match["events"].split(",") if match["events"] else list(NOTIFICATION_EVENTS)
+    unknown = [e for e in events if e not in NOTIFICATION_EVENTS]
+    if unknown:
+        raise ValueError(
+            f"{text!r}: unknown event {unknown[0]!r}; events are {', '.join(NOTIFICATION_EVENTS)}"
+        )
+    try:
+        target = NotificationTarget.model_validate(
+            {
+                "type": match["type"],
+                "secretRef": {"name": match["name"], "key": match["key"]},
+                "events": events,
+            }
+        )
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: TYPE is webhook, slack or teams") from exc
+    return DefaultTarget(target, match["namespace"])
+
+
+@dataclass(frozen=True)
 class Job:
     """One notice for one target."""
 
     key: tuple[str, str]
-    index: int
+    label: str
     target: NotificationTarget
     notice: Notice
-
-    @property
-    def label(self) -> str:
-        return target_label(self.index, self.target)
+    secret_namespace: str
 
 
-def target_label(index: int, target: NotificationTarget) -> str:
-    """How messages name a target: its place in the spec, its kind and its Secret."""
+def target_label(index: int, target: NotificationTarget, *, default: str = "") -> str:
+    """How messages name a target: its place in the spec (or the operator's defaults), its
+    kind and its Secret."""
     ref = target.secret_ref
+    if default:
+        where = f"Secret {default}/{ref.name} key {ref.key}"
+        return f"default notification {index} ({target.type}, {where})"
     return f"notifications[{index}] ({target.type}, Secret {ref.name} key {ref.key})"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A target as a resource uses it: its label and where its Secret is read."""
+
+    label: str
+    target: NotificationTarget
+    secret_namespace: str
 
 
 class SecretUnavailable(Exception):
@@ -89,8 +143,10 @@ class Notifier:
         on_error: Callable[[str], None] = lambda message: log.warning("%s", message),
         sleep: Callable[[float], None] = time.sleep,
         start: bool = True,
+        defaults: Sequence[DefaultTarget] = (),
     ) -> None:
         self.cluster = cluster
+        self.defaults = tuple(defaults)
         self.client = client or httpx.Client()
         self.tries = max(1, tries)
         self.backoff = backoff
@@ -110,17 +166,37 @@ class Notifier:
             self._worker = threading.Thread(target=self._run, name="notifications", daemon=True)
             self._worker.start()
 
+    def destinations(self, md: ModelDeployment) -> list[Destination]:
+        """The resource's own targets, or the operator's defaults when it names none."""
+        namespace = md.metadata.namespace
+        if md.spec.notifications:
+            return [
+                Destination(target_label(i, t), t, namespace)
+                for i, t in enumerate(md.spec.notifications)
+            ]
+        return [
+            Destination(target_label(i, d.target, default=d.namespace), d.target, d.namespace)
+            for i, d in enumerate(self.defaults)
+        ]
+
     def enqueue(
         self, md: ModelDeployment, status: ModelDeploymentStatus, events: list[Event]
     ) -> int:
         """Queue a job per announced Event and matching target; returns at once, with how
         many were queued (a full queue drops the rest, with a log line)."""
         queued = 0
+        destinations = self.destinations(md)
         for notice in notices(md, status, events):
-            for index, target in enumerate(md.spec.notifications):
-                if notice.event not in target.events:
+            for destination in destinations:
+                if notice.event not in destination.target.events:
                     continue
-                job = Job(_key(md), index, target, notice)
+                job = Job(
+                    _key(md),
+                    destination.label,
+                    destination.target,
+                    notice,
+                    destination.secret_namespace,
+                )
                 try:
                     self._queue.put_nowait(job)
                 except queue.Full:
@@ -140,7 +216,7 @@ class Notifier:
         with self._lock:
             failed = dict(self._problems.get(_key(md), {}))
         # Targets no longer in the spec are not reported.
-        labels = {target_label(i, t) for i, t in enumerate(md.spec.notifications)}
+        labels = {d.label for d in self.destinations(md)}
         failed = {label: p for label, p in failed.items() if label in labels}
         if not failed:
             return None
@@ -199,7 +275,7 @@ class Notifier:
 
     def _url(self, job: Job) -> str:
         ref = job.target.secret_ref
-        namespace = job.key[0]
+        namespace = job.secret_namespace
         try:
             secret = self.cluster.get("v1", "Secret", namespace, ref.name)
         except ClusterError as exc:

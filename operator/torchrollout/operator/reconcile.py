@@ -106,7 +106,7 @@ class Reconciler:
         self.clock = clock
         self.metrics = metrics or OperatorMetrics()
         self.evaluation = evaluation
-        self.notifier = notifier  # announces milestones to spec.notifications' targets
+        self.notifier = notifier  # announces milestones to the resource's notification targets
         self.archive_store = archive_store
         self.prometheus_url = prometheus_url  # where a KEDA ScaledObject reads its signal
         # Set: each ModelDeployment gets a NetworkPolicy; unset, NetworkPolicies are not touched.
@@ -191,7 +191,7 @@ class Reconciler:
             evaluation = evaluation_condition(self.evaluation.problem(md))
             extra_conditions.append(evaluation)
             events += _warning_once(md, evaluation, "EvaluationFailed", by="reason")
-        if self.notifier is not None and md.spec.notifications:
+        if self.notifier is not None and self.notifier.destinations(md):
             notified = notifications_condition(self.notifier.problem(md))
             extra_conditions.append(notified)
             events += _warning_once(md, notified, "NotificationFailed", by="message")
@@ -208,7 +208,7 @@ class Reconciler:
         for event in events:
             self.post_event(body, event)
         queued = 0
-        if self.notifier is not None and md.spec.notifications:
+        if self.notifier is not None and self.notifier.destinations(md):
             queued = self.notifier.enqueue(md, status, events)  # never waits for delivery
         self.metrics.canary_weight.labels(md.metadata.namespace, md.metadata.name).set(
             status.canary_weight
