@@ -8,13 +8,16 @@ passes /dev/termination-log, where the operator reads it). `fetch` copies a stor
 into a folder and refuses one whose sha256 is not the expected one.
 
 On failure each prints `archive build|fetch failed at <step>: <reason>` on stderr and exits 1
-(2 for usage errors). torch and TorchServe are imported only when a build runs, so this
-module (and `torchrollout --help`) loads fast.
+(2 for usage errors: unreadable --config, --sample-input or --ca-bundle, an --output that
+is not a writable folder). torch and TorchServe are imported only when a build runs, so
+this module (and `torchrollout --help`) loads fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -31,6 +34,7 @@ from rich.progress import (
 )
 
 from torchrollout.archive.errors import ArchiveError, PublishError, UsageError
+from torchrollout.spec.document import DocumentError, read_json
 
 app = typer.Typer(help="Build and check TorchServe model archives.", no_args_is_help=True)
 _stderr = Console(stderr=True)
@@ -73,12 +77,37 @@ class StderrProgress:
 
 
 def _read_json(path: Path | None, option: str) -> Any:
+    """The JSON in the file given to `option`; UsageError naming the file and the problem."""
     if path is None:
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{option}: cannot read JSON from {path}: {exc}") from exc
+        return read_json(path)
+    except DocumentError as exc:
+        raise UsageError(f"{option} {exc}") from exc
+
+
+def _check_output(output: Path) -> None:
+    """UsageError unless `output` is, or can be made, a writable folder."""
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output}: not a folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot create: {exc.strerror}") from exc
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise UsageError(f"--output {output}: not writable")
+
+
+def _check_ca_bundle(path: Path | None) -> None:
+    """UsageError unless `path` (when given) is a readable PEM bundle of certificates."""
+    if path is None:
+        return
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise UsageError(f"--ca-bundle {path}: no certificate in it; give a PEM bundle") from exc
+    except OSError as exc:
+        raise UsageError(f"--ca-bundle {path}: cannot read: {exc.strerror}") from exc
 
 
 @app.command()
@@ -129,6 +158,8 @@ def build(
     try:
         if (store is None) != (revision is None):
             raise UsageError("--store and --revision: give both or neither")
+        _check_output(output)
+        _check_ca_bundle(ca_bundle)
         handler_config = _read_json(config, "--config") or {}
         if not isinstance(handler_config, dict):
             raise UsageError("--config: expected a JSON object")

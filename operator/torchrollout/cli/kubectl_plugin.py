@@ -4,16 +4,21 @@ Installed as the `kubectl-torchrollout` executable, which kubectl finds on PATH.
 steering commands only set what a user could set by hand: the promote, abort and retry
 annotations (with a fresh timestamp, so each request is acted on once) and
 `spec.paused`; the operator does the rest.
+
+Exit codes: 0 done; 1 the ModelDeployment is not there or the API server refused the
+request; 2 bad arguments, an unreadable kubeconfig or an API server that cannot be reached.
 """
 
 from __future__ import annotations
 
-import os
+import sys
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
+from torchrollout.cli import kube
 from torchrollout.spec.document import ANNOTATION_PREFIX, GROUP, PLURAL, VERSION
 
 app = typer.Typer(
@@ -32,35 +37,53 @@ Name = Annotated[str, typer.Argument(help="The ModelDeployment.")]
 
 
 class _Api:
+    """The ModelDeployments API: a missing resource exits 1, an unreachable server 2."""
+
     def __init__(self, kubeconfig: str | None, namespace: str | None) -> None:
         from kubernetes import client, config
+        from urllib3.exceptions import HTTPError
 
-        path = kubeconfig or os.environ.get("KUBECONFIG")
-        _, active = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+        path = kube.kubeconfig_path(kubeconfig)
+        try:
+            _, active = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
+            api_client = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, KeyError, TypeError, ValueError) as exc:
+            kube.config_problem(path, exc)
         self.namespace = namespace or active.get("context", {}).get("namespace") or "default"
-        api_client = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
         self.custom = client.CustomObjectsApi(api_client)
+        self._host = kube.host_of(api_client)
         self._exception = client.exceptions.ApiException
+        self._unreachable = HTTPError
 
     def get(self, name: str) -> dict[str, Any]:
         try:
             found = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
+                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=kube.REQUEST_TIMEOUT
             )
         except self._exception as exc:
             typer.echo(f"error: modeldeployment {self.namespace}/{name}: {exc.reason}", err=True)
             raise typer.Exit(1) from exc
+        except self._unreachable as exc:
+            kube.unreachable(self._host, exc)
         assert isinstance(found, dict)
         return found
 
     def patch(self, name: str, patch: dict[str, Any]) -> None:
         try:
             self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name, patch
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                patch,
+                _request_timeout=kube.REQUEST_TIMEOUT,
             )
         except self._exception as exc:
             typer.echo(f"error: modeldeployment {self.namespace}/{name}: {exc.reason}", err=True)
             raise typer.Exit(1) from exc
+        except self._unreachable as exc:
+            kube.unreachable(self._host, exc)
 
 
 def _request(name: str, request: str, namespace: str | None, kubeconfig: str | None) -> None:
@@ -71,17 +94,46 @@ def _request(name: str, request: str, namespace: str | None, kubeconfig: str | N
     typer.echo(f"modeldeployment {api.namespace}/{name}: {request} requested")
 
 
+Watch = Annotated[
+    bool,
+    typer.Option("--watch", "-w", help="Redraw whenever the status changes, until Ctrl-C."),
+]
+WATCH_PERIOD = 1.0  # seconds between reads while watching
+
+
 @app.command()
-def status(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None) -> None:
+def status(
+    name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = None, watch: Watch = False
+) -> None:
     """Phase, versions, weight, each check against its threshold, and conditions."""
     api = _Api(kubeconfig, namespace)
-    body = api.get(name)
+    if not watch:
+        typer.echo(_status_text(api.namespace, name, api.get(name)))
+        return
+    shown = None
+    try:
+        while True:
+            text = _status_text(api.namespace, name, api.get(name))
+            if text != shown:
+                if sys.stdout.isatty():
+                    typer.echo("\x1b[H\x1b[2J", nl=False)  # clear the screen, as watch(1) does
+                elif shown is not None:
+                    typer.echo()
+                typer.echo(text)
+                shown = text
+            time.sleep(WATCH_PERIOD)
+    except KeyboardInterrupt:
+        return
+
+
+def _status_text(namespace: str, name: str, body: dict[str, Any]) -> str:
+    """What `status` prints for one reading of the resource."""
     st = body.get("status") or {}
     steps = body.get("spec", {}).get("canary", {}).get("steps", [1, 10, 25, 50])
     step = st.get("stepIndex")
     mirror = body.get("spec", {}).get("canary", {}).get("mirror")
     lines = [
-        f"Name:     {api.namespace}/{name}",
+        f"Name:     {namespace}/{name}",
         f"Phase:    {st.get('phase', 'Pending')}",
         f"Stable:   {st.get('stableVersion') or '-'} ({st.get('stableRevision') or '-'})",
         f"Canary:   {st.get('canaryVersion') or '-'} ({st.get('canaryRevision') or '-'})",
@@ -131,7 +183,7 @@ def status(name: Name, namespace: Namespace = None, kubeconfig: Kubeconfig = Non
             f"Condition {condition['type']}={condition['status']} "
             f"{condition.get('reason', '')}: {condition.get('message', '')}".rstrip(": ")
         )
-    typer.echo("\n".join(lines))
+    return "\n".join(lines)
 
 
 @app.command()

@@ -1,14 +1,21 @@
-"""`torchrollout operator`: run the operator, as `kopf run -m torchrollout.operator.handlers`."""
+"""`torchrollout operator`: run the operator, as `kopf run -m torchrollout.operator.handlers`.
+
+Flag values, the kubeconfig and the API server are checked before kopf starts: a bad one
+ends the command with a message and exit 2 instead of an operator retrying forever.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
+from torchrollout.cli import kube
 from torchrollout.operator.notifier import parse_default_target
 from torchrollout.spec.resource import STORE_URI_PATTERN
 
@@ -25,7 +32,7 @@ def operator(
         str, typer.Option(help="Prometheus that scrapes the model pods.")
     ] = "http://prometheus-operated.monitoring:9090",
     metrics_port: Annotated[
-        int, typer.Option(help="Port of the operator's /metrics; 0: off.")
+        int, typer.Option(help="Port of the operator's /metrics; 0: off.", min=0, max=65535)
     ] = 8000,
     liveness: Annotated[
         str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
@@ -70,7 +77,11 @@ def operator(
         ),
     ] = None,
     timer_seconds: Annotated[
-        float, typer.Option(help="How often each resource is looked at between events.")
+        float,
+        typer.Option(
+            help="How long a resource with nothing due waits before it is looked at again; "
+            "the engine's call-backs (ticks, the fast watch) are exact."
+        ),
     ] = 2.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -88,6 +99,7 @@ def operator(
             raise typer.BadParameter(str(exc), param_hint="--default-notification") from exc
     os.environ["TORCHROLLOUT_DEFAULT_NOTIFICATIONS"] = "\n".join(default_notification or ())
     os.environ["TORCHROLLOUT_WATCH_NAMESPACES"] = "\n".join(namespace or ())
+    _check_values(prometheus_url=prometheus_url, liveness=liveness, timer_seconds=timer_seconds)
     # The kubernetes client reads KUBECONFIG once, at import: set everything first.
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
@@ -111,6 +123,7 @@ def operator(
             network_policy_metrics_namespace
         )
 
+    _check_api_server(kubeconfig)
     import kopf
 
     import torchrollout.operator.handlers  # noqa: F401  (registers the handlers)
@@ -135,3 +148,52 @@ def operator(
     )
     if elector is not None:
         elector.release()
+
+
+def _check_values(*, prometheus_url: str, liveness: str | None, timer_seconds: float) -> None:
+    """BadParameter (exit 2) for a flag value the operator would fail on later."""
+    if not math.isfinite(timer_seconds) or timer_seconds <= 0:
+        raise typer.BadParameter(
+            f"{timer_seconds:g}: give a positive number of seconds", param_hint="--timer-seconds"
+        )
+    for hint, url in (("--prometheus-url", prometheus_url), ("--liveness", liveness)):
+        if url is not None and not _is_http_url(url):
+            raise typer.BadParameter(f"{url!r}: give an http:// or https:// URL", param_hint=hint)
+
+
+def _is_http_url(url: str) -> bool:
+    """Whether `url` is http(s) with a host and, if any, a valid port."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname) and port_ok
+
+
+def _check_api_server(kubeconfig: str | None) -> None:
+    """Exit 2 with a message unless the kubeconfig is usable and its API server answers.
+
+    In a pod the ServiceAccount is used, as the handlers do; outside, --kubeconfig,
+    $KUBECONFIG or ~/.kube/config.
+    """
+    from kubernetes import client, config
+    from urllib3.exceptions import HTTPError
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        path = kube.kubeconfig_path(kubeconfig)
+        try:
+            config.load_kube_config(config_file=path)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, KeyError, TypeError, ValueError) as exc:
+            kube.config_problem(path, exc)
+    api_client = client.ApiClient()
+    try:
+        client.VersionApi(api_client).get_code(_request_timeout=kube.REQUEST_TIMEOUT)
+    except client.exceptions.ApiException as exc:
+        kube.fail(
+            f"the API server at {kube.host_of(api_client)} answered {exc.status} {exc.reason}"
+        )
+    except HTTPError as exc:
+        kube.unreachable(kube.host_of(api_client), exc)

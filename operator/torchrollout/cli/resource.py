@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
 import yaml
@@ -124,23 +125,63 @@ def simulate(
     Exit code: 0 when the last tick ends Succeeded, 1 when RolledBack or Failed,
     3 when the rollout is still undecided, 2 on invalid input.
     """
+    lines = TickLines(ticks)
     try:
         document = read_document(file)
         if not isinstance(document, dict):
             problem = FieldProblem("", "expected a ModelDeployment (a YAML mapping)")
             raise SpecError([problem], source=str(file))
         resource = load_resource(document, source=str(file))
-        lines = typer.get_text_stream("stdin") if str(ticks) == "-" else ticks.open()
         phase = str(resource.status.phase)
         with lines:
             for outcome in replay(resource, parse_ticks(lines), start=SIMULATION_START):
                 summary = outcome.summary()
                 typer.echo(json.dumps(summary) if output is OutputFormat.JSON else _row(summary))
                 phase = str(outcome.status.phase)
-    except (SpecError, TicksError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except SpecError as exc:
+        typer.echo(str(exc), err=True)
         raise typer.Exit(USAGE_ERROR) from exc
-    except OSError as exc:  # the ticks file
-        typer.echo(f"error: {exc}", err=True)
+    except TicksError as exc:
+        typer.echo(f"{ticks}: {exc}", err=True)
+        raise typer.Exit(USAGE_ERROR) from exc
+    except OSError as exc:
+        typer.echo(f"{ticks}: cannot read: {exc.strerror}", err=True)
+        raise typer.Exit(USAGE_ERROR) from exc
+    except RecursionError as exc:
+        typer.echo(f"{ticks}: ticks line {lines.number}: nested too deeply", err=True)
         raise typer.Exit(USAGE_ERROR) from exc
     raise typer.Exit(outcome_exit_code(phase))
+
+
+class TickLines:
+    """The lines of a ticks file (or stdin for -) as text; TicksError for one not UTF-8.
+
+    `number` is the line read last, for errors raised while it is parsed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.number = 0
+        self._stream: BinaryIO | None = None
+
+    def __enter__(self) -> TickLines:
+        stdin = typer.get_binary_stream("stdin")
+        self._stream = stdin if str(self.path) == "-" else self.path.open("rb")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+    def __iter__(self) -> Iterator[str]:
+        assert self._stream is not None, "use TickLines in a with block"
+        for number, raw in enumerate(self._stream, start=1):
+            self.number = number
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = raw[exc.start]
+                where = f"byte {byte:#04x} at column {exc.start + 1}"
+                raise TicksError(
+                    self.number, f"not UTF-8 text ({where}); save it as UTF-8"
+                ) from exc

@@ -1,10 +1,11 @@
 """Replayed traffic: the labeled request file, the weighted router and the load generator.
 
-`read_traffic` turns a JSON-lines file into request bodies. Blank lines and lines starting
-with `#` are skipped quietly; a line that is not a JSON object is skipped and counted, so a
-long capture with a few broken lines still rehearses (the CLI warns with the count and the
-first bad line). A line the model rejects (wrong shape, bad label) is sent anyway and
-answered 4xx: that is the model's judgement, not the file's.
+`read_traffic` turns a JSON-lines file (UTF-8, at most MAX_TRAFFIC_BYTES) into request
+bodies. Blank lines and lines starting with `#` are skipped quietly; a line that is not a
+JSON object is skipped and counted, so a long capture with a few broken lines still
+rehearses (the CLI warns with the count and the first bad line). A line the model rejects
+(wrong shape, bad label) is sent anyway and answered 4xx: that is the model's judgement,
+not the file's.
 
 `LoadGenerator` sends the bodies round-robin at a steady rate from a few threads, one
 `httpx.Client` each (an asyncio client saturates a core before TorchServe does here).
@@ -29,8 +30,10 @@ from typing import Any
 import httpx
 
 from torchrollout.rehearsal.resources import RehearsalError
+from torchrollout.spec.document import DocumentError, read_text
 
 STATUS_CLASSES = ("2xx", "4xx", "5xx", "failed")
+MAX_TRAFFIC_BYTES = 32 * 1024 * 1024  # request bodies are held in memory
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,9 @@ class Traffic:
 def read_traffic(path: Path) -> Traffic:
     """The request bodies in `path`; RehearsalError if it has none."""
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RehearsalError(f"--traffic {path}: cannot read: {exc}") from exc
+        lines = read_text(path, limit=MAX_TRAFFIC_BYTES).splitlines()
+    except DocumentError as exc:
+        raise RehearsalError(f"--traffic {exc}") from exc
     bodies: list[bytes] = []
     labeled = skipped = 0
     first = ""
@@ -61,6 +64,8 @@ def read_traffic(path: Path) -> Traffic:
             body: Any = json.loads(text)
         except json.JSONDecodeError as exc:
             problem = f"line {number}: not JSON ({exc.msg} at column {exc.colno})"
+        except RecursionError:
+            problem = f"line {number}: nested too deeply"
         else:
             if not isinstance(body, dict):
                 problem = f"line {number}: a request body must be a JSON object"

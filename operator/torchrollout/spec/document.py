@@ -3,12 +3,21 @@
 `load_model_deployment` is the single door for YAML written by users (the CLI, rehearsal,
 the operator's handlers): it turns every pydantic and YAML error into a `SpecError`
 whose lines name the field, as `spec.canary.steps: steps must increase strictly ...`.
+
+`read_document` and `read_json` are the one reader of files users hand to a command. A file
+larger than MAX_DOCUMENT_BYTES, not UTF-8, nested deeper than MAX_DEPTH, with aliases that
+expand past MAX_EXPANDED_CHARACTERS, or holding several documents is refused with a
+`DocumentError`: one line, the file name first, then what to fix.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,10 +158,20 @@ def problems_of(exc: ValidationError) -> list[FieldProblem]:
     return problems
 
 
+_KINDS = {
+    "NoneType": "nothing",
+    "list": "a list",
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+}
+
+
 def parse_model_deployment(document: Any, *, source: str = "") -> ModelDeployment:
     """A ModelDeployment from a parsed YAML/JSON object; SpecError if it is not one."""
     if not isinstance(document, dict):
-        got = type(document).__name__
+        got = _KINDS.get(type(document).__name__, type(document).__name__)
         raise SpecError([FieldProblem("", f"expected a mapping, got {got}")], source=source)
     try:
         return ModelDeployment.model_validate(document)
@@ -160,16 +179,172 @@ def parse_model_deployment(document: Any, *, source: str = "") -> ModelDeploymen
         raise SpecError(problems_of(exc), source=source) from exc
 
 
-def read_document(path: Path) -> Any:
-    """The YAML document in `path`; SpecError when it cannot be read or parsed."""
+class DocumentError(SpecError):
+    """A file cannot be read as one YAML or JSON document; its message is one line."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__([FieldProblem("", message)], source=str(path))
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.problems[0].message}"
+
+
+_MIB = 1024 * 1024
+MAX_DOCUMENT_BYTES = 8 * _MIB
+MAX_DEPTH = 64
+MAX_EXPANDED_CHARACTERS = 2 * MAX_DOCUMENT_BYTES
+_BRACKET_SLACK = 4  # brackets inside strings may add to the count
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_text(path: Path, *, limit: int = MAX_DOCUMENT_BYTES) -> str:
+    """The UTF-8 text of `path`, at most `limit` bytes; DocumentError otherwise."""
     try:
-        return yaml.safe_load(path.read_text())
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
     except OSError as exc:
-        raise SpecError(
-            [FieldProblem("", f"cannot read: {exc.strerror}")], source=str(path)
+        raise DocumentError(path, f"cannot read: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise DocumentError(
+            path, f"larger than the {limit // _MIB} MiB limit; is it the right file?"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = data[exc.start]
+        raise DocumentError(
+            path, f"not UTF-8 text (byte {byte:#04x} at offset {exc.start}); save it as UTF-8"
         ) from exc
+
+
+def read_document(path: Path) -> Any:
+    """The one YAML (or JSON) document in `path`, within the size, depth and alias limits."""
+    text = read_text(path)
+    if _bracket_depth(text) > _BRACKET_SLACK * MAX_DEPTH:
+        raise DocumentError(path, _too_deep())
+    try:
+        _check_shape(_events(text), path)
+        return yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
-        raise SpecError([FieldProblem("", f"not valid YAML: {exc}")], source=str(path)) from exc
+        raise DocumentError(path, f"not valid YAML: {_yaml_problem(exc)}") from exc
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in `path`, within the size and depth limits."""
+    text = read_text(path)
+    try:
+        value = json.loads(text)
+    except RecursionError as exc:
+        raise DocumentError(path, _too_deep()) from exc
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise DocumentError(path, f"not valid JSON: {exc.msg} at {where}") from exc
+    if _depth(value) > MAX_DEPTH:
+        raise DocumentError(path, _too_deep())
+    return value
+
+
+def _too_deep() -> str:
+    return f"nested deeper than {MAX_DEPTH} levels; flatten it"
+
+
+def _bracket_depth(text: str) -> int:
+    """An upper bound of how deep flow collections (`[`, `{`) nest in `text`, quoted or not.
+
+    YAML parsers slow down with the square of flow nesting, so a document far too deep is
+    refused on this count before it is parsed; `_check_shape` counts exactly.
+    """
+    brackets = _NOT_BRACKETS.sub("", text)
+    return max(accumulate(_BRACKET_STEP[c] for c in brackets), default=0)
+
+
+def _events(text: str) -> Iterator[yaml.Event]:
+    """The parser's events for `text`: a flat stream, however deep the document."""
+    return yaml.parse(text, Loader=_LOADER)
+
+
+@dataclass
+class _Collection:
+    """A sequence or mapping being parsed: its anchor, expanded size and height so far."""
+
+    anchor: str | None
+    size: int = 1
+    height: int = 1
+
+
+def _check_shape(events: Iterable[yaml.Event], path: Path) -> None:
+    """DocumentError unless the events hold one document within the depth and alias limits.
+
+    Sizes count characters as if every alias were written out, so an alias bomb is caught
+    from a few hundred bytes of text, before anything is built from it.
+    """
+    anchors: dict[str, tuple[int, int]] = {}
+    open_: list[_Collection] = []
+    documents = 0
+
+    def add(size: int, height: int, anchor: str | None) -> None:
+        if anchor is not None:
+            anchors[anchor] = (size, height)
+        if len(open_) + height > MAX_DEPTH:
+            raise DocumentError(path, _too_deep())
+        if open_:
+            parent = open_[-1]
+            parent.size += size
+            parent.height = max(parent.height, height + 1)
+            if parent.size > MAX_EXPANDED_CHARACTERS:
+                limit = MAX_EXPANDED_CHARACTERS // _MIB
+                raise DocumentError(
+                    path, f"its aliases expand it past {limit} MiB; write the values out"
+                )
+
+    for event in events:
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise DocumentError(
+                    path, "holds more than one YAML document (---); put one in each file"
+                )
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_.append(_Collection(event.anchor))
+            if len(open_) > MAX_DEPTH:
+                raise DocumentError(path, _too_deep())
+        elif isinstance(event, yaml.CollectionEndEvent):
+            done = open_.pop()
+            add(done.size, done.height, done.anchor)
+        elif isinstance(event, yaml.ScalarEvent):
+            add(len(event.value) + 1, 0, event.anchor)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchors:
+                raise DocumentError(path, f"alias *{event.anchor} has no anchor before it")
+            add(*anchors[event.anchor], None)
+    if not documents:
+        raise DocumentError(path, "empty; it must hold one YAML document")
+
+
+def _depth(value: Any) -> int:
+    """How many lists and mappings deep `value` is, found without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: what, and at which line and column."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.character!r} at offset {exc.position} is not allowed"
+    return str(exc).splitlines()[0]
 
 
 def load_model_deployment(path: Path) -> ModelDeployment:
