@@ -14,6 +14,7 @@ model pods and to the build Job's pod alike.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -68,12 +69,15 @@ def torchserve_properties(md: ModelDeployment) -> str:
 
 def render_config_map(md: ModelDeployment) -> dict[str, Any]:
     revision = compute_revision(md.spec)
+    # As JSON, like the revision reads them: YAML may give dates, which the API server
+    # would have stored as strings.
+    model = md.spec.model.model_dump(mode="json", include={"config", "sample_input"})
     data = {
         "config.properties": torchserve_properties(md),
-        "model-config.json": json.dumps(md.spec.model.config, indent=2, sort_keys=True),
+        "model-config.json": json.dumps(model["config"], indent=2, sort_keys=True),
     }
     if md.spec.model.sample_input is not None:
-        data["sample-input.json"] = json.dumps(md.spec.model.sample_input, indent=2)
+        data["sample-input.json"] = json.dumps(model["sample_input"], indent=2)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -89,10 +93,19 @@ def _pvc_volume(uri: str, *, read_only: bool) -> tuple[dict[str, Any], dict[str,
     if not uri.startswith("pvc://"):
         return None
     claim = uri.removeprefix("pvc://").partition("/")[0]
-    name = f"pvc-{claim}"[:63]
+    name = _pvc_volume_name(claim)
     volume = {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
     mount = {"name": name, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": read_only}
     return volume, mount
+
+
+def _pvc_volume_name(claim: str) -> str:
+    """A volume name (a DNS label) for `claim`: `pvc-CLAIM` when that is one, else `pvc-`
+    and a digest of the claim's name (a claim may be longer than a label, or hold dots)."""
+    name = f"pvc-{claim}"
+    if len(name) <= 63 and "." not in name:
+        return name
+    return f"pvc-{hashlib.sha256(claim.encode()).hexdigest()[:16]}"
 
 
 def _build_args(md: ModelDeployment) -> list[str]:

@@ -14,12 +14,16 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in `text`; raises ValueError naming the expected form."""
+    """Seconds in `text`; raises ValueError naming the expected form, or when `text` is too
+    long to count in seconds (a number of hundreds of digits)."""
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(
             f"{text!r} is not a duration; write a number with a unit, like 30s, 2m, 1m30s or 500ms"
         )
-    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
+    try:
+        return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
+    except OverflowError:
+        raise ValueError(f"{text!r} is far too long a duration") from None
 
 
 def format_duration(seconds: float) -> str:

@@ -23,6 +23,7 @@ LABEL_KEY_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 # Labels the operator selects pods by: a pod label may not replace them.
 RESERVED_LABEL_PREFIX = "torchrollout.io/"
 
@@ -153,6 +154,9 @@ class PodSettings(SpecModel):
     """Extra labels of the model pods (not torchrollout.io/ ones: the operator selects by them)."""
     pod_annotations: dict[str, str] = Field(default_factory=dict)
 
+    # Checked here, not in the CRD's schema: the pods' labels, node selector and
+    # annotations must be what the API server accepts in a Deployment's pod template, or
+    # the operator could only report the refusal after the rollout has begun.
     @field_validator("pod_labels")
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
@@ -161,6 +165,41 @@ class PodSettings(SpecModel):
                 raise ValueError(
                     f"{key} is set by the operator; use a key outside {RESERVED_LABEL_PREFIX}"
                 )
-            if not re.fullmatch(LABEL_KEY_PATTERN, key):
-                raise ValueError(f"{key!r} is not a valid label key")
-        return labels
+        return _valid_labels(labels)
+
+    @field_validator("node_selector")
+    @classmethod
+    def _node_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _valid_labels(labels)
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, annotations: dict[str, str]) -> dict[str, str]:
+        for key in annotations:
+            if not _is_label_key(key):
+                raise ValueError(f"{key!r} is not a valid annotation key: {QUALIFIED_NAME}")
+        return annotations
+
+
+QUALIFIED_NAME = (
+    "an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', "
+    "alphanumeric at both ends, e.g. example.com/team"
+)
+
+
+def _is_label_key(key: str) -> bool:
+    prefix, _, _ = key.rpartition("/")
+    return len(prefix) <= 253 and re.fullmatch(LABEL_KEY_PATTERN, key) is not None
+
+
+def _valid_labels(labels: dict[str, str]) -> dict[str, str]:
+    """`labels`, when every key and value is one Kubernetes accepts; else ValueError."""
+    for key, value in labels.items():
+        if not _is_label_key(key):
+            raise ValueError(f"{key!r} is not a valid label key: {QUALIFIED_NAME}")
+        if not re.fullmatch(LABEL_VALUE_PATTERN, value):
+            raise ValueError(
+                f"{value!r} (of {key}) is not a valid label value: at most 63 letters, "
+                "digits, '-', '_' or '.', alphanumeric at both ends"
+            )
+    return labels

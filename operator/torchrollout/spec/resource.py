@@ -63,6 +63,24 @@ CHECK_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
 
+# A pvc:// URI names a PersistentVolumeClaim of the namespace, which the pods mount.
+PVC_CLAIM_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def pvc_claim_problem(uri: str) -> str | None:
+    """Why the claim of a pvc://CLAIM/path URI cannot be mounted; None when it can (or when
+    `uri` is not a pvc:// one). Checked by the models only: the CRD's schema stays as is."""
+    if not uri.startswith("pvc://"):
+        return None
+    claim = uri.removeprefix("pvc://").partition("/")[0]
+    if len(claim) <= 253 and re.fullmatch(PVC_CLAIM_PATTERN, claim):
+        return None
+    return (
+        f"{claim!r} in {uri} is not a PersistentVolumeClaim name: lowercase letters, digits, "
+        "'-' and '.', alphanumeric at both ends, at most 253 characters"
+    )
+
+
 def _token_for_https(uri_field: str) -> dict[str, Any]:
     return cel(
         cel_rule(
@@ -82,6 +100,14 @@ class ModelSource(SpecModel, json_schema_extra=_token_for_https("uri")):
     """Hex sha256 of the weights file; the archive build refuses a file that differs."""
     token_secret_ref: SecretKeySelector | None = None
     """For https:// sources: a Secret key holding a bearer token sent with the download."""
+
+    @field_validator("uri")
+    @classmethod
+    def _mountable_claim(cls, uri: str) -> str:
+        problem = pvc_claim_problem(uri)
+        if problem:
+            raise ValueError(problem)
+        return uri
 
     @model_validator(mode="after")
     def _token_for_https(self) -> Self:
@@ -541,6 +567,14 @@ class ArchiveSpec(SpecModel):
     """s3://bucket/prefix or pvc://claim/path: one build Job per revision writes the archive
     and its sha256 there, and model pods only fetch and verify it. Without a store (and no
     operator-wide default), each pod builds the archive in its init container."""
+
+    @field_validator("store")
+    @classmethod
+    def _mountable_claim(cls, store: str | None) -> str | None:
+        problem = pvc_claim_problem(store) if store is not None else None
+        if problem:
+            raise ValueError(problem)
+        return store
 
 
 class ModelDeploymentSpec(SpecModel, json_schema_extra=cel(*ROUTING_RULES)):

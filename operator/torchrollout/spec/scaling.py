@@ -124,7 +124,11 @@ class AutoscalingSpec(
                     f"unknown variable {{{{ {unknown[0]} }}}}; use "
                     + ", ".join(sorted(QUERY_VARIABLES)),
                 )
-        if not 1 <= parse_duration(self.interval) <= 3600:
+        try:
+            seconds = parse_duration(self.interval)
+        except ValueError as exc:
+            raise FieldValueError("interval", str(exc)) from None
+        if not 1 <= seconds <= 3600:
             raise FieldValueError("interval", f"interval {self.interval} must lie in 1s..1h")
         return self
 
