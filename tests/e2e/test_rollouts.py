@@ -4,6 +4,10 @@ Standard."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import threading
 import time
 
 import pytest
@@ -125,6 +129,18 @@ def test_manual_control_with_the_kubectl_plugin(
     play(exporter, namespace, canary, GOOD)
     kubectl.apply(dump(canary))
     eventually(lambda: phase_is(md_api, namespace, "Progressing", stepIndex=0), timeout=20)
+    watching = subprocess.Popen(
+        [str(kubectl.binary), "torchrollout", "status", "fraud", "-n", namespace, "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+    )
+    assert watching.stdout is not None
+    printed: list[str] = []
+    reader = threading.Thread(target=lambda: printed.extend(watching.stdout or ()), daemon=True)
+    reader.start()
+    eventually(lambda: any(line.startswith("Phase:") for line in printed), timeout=20)
     if command == "promote":
         done = plugin(kubectl, command, "fraud", "-n", namespace)
         assert f"{command} requested" in done.stdout
@@ -133,6 +149,16 @@ def test_manual_control_with_the_kubectl_plugin(
     eventually(lambda: status_of(md_api, namespace).get("phase") == phase, timeout=20)
     shown = plugin(kubectl, "status", "fraud", "-n", namespace).stdout
     assert f"Phase:    {phase}" in shown
+    time.sleep(2)  # a read or two after the change
+    watching.send_signal(signal.SIGINT)
+    watching.wait(timeout=15)
+    reader.join(timeout=5)
+    err = watching.stderr.read() if watching.stderr else ""
+    assert watching.returncode == 0, err
+    frames = "".join(printed).split("\n\n")  # not a terminal: a blank line between redraws
+    assert "Phase:    Progressing" in frames[0]
+    assert f"Phase:    {phase}" in frames[-1]
+    assert "Traceback" not in err
 
 
 def test_retry_after_a_rollback_and_history_in_the_plugin(

@@ -255,6 +255,52 @@ def test_a_bad_canary_is_rolled_back_and_scaled_down() -> None:
     assert [e.reason for e in world.events][-2:] == ["RollingBack", "RolledBack"]
 
 
+def _nulls(value: Any, path: str = "status") -> list[str]:
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _nulls(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [n for i, v in enumerate(value) for n in _nulls(v, f"{path}[{i}]")]
+    return [path] if value is None else []
+
+
+def test_the_stored_status_holds_no_nulls_for_describe_to_show() -> None:
+    world, _, canary = canary_world()
+    world.metrics(canary, 0.5)
+    for after in (1, 30, 30):
+        world.reconcile(after)
+        assert _nulls(world.status()) == []
+    assert world.status()["phase"] == "RolledBack"
+
+
+def test_one_prometheus_outage_is_named_once_in_each_place_an_sre_reads() -> None:
+    world, stable, canary = canary_world()
+    down = Measurement.error("Prometheus at http://prom:9090 is unreachable")
+    world.provider.table = {
+        (check, revision): down
+        for check in ("accuracy", "latency-p99")
+        for revision in (stable, canary)
+    }
+    world.reconcile(1)
+    for _ in range(3):  # consecutiveErrorLimit 3, onError rollback
+        world.reconcile(30)
+    world.reconcile(1)
+    status = world.status()
+    assert status["phase"] == "RolledBack"
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    entry = status["history"][-1]
+    texts = {
+        "message": status["message"],
+        "Degraded": degraded["message"],
+        "history": entry.get("reason", ""),
+        **{f"event {e.reason}": e.message for e in world.events if e.type == "Warning"},
+    }
+    assert "event AnalysisError" in texts
+    for where, text in texts.items():
+        if "unreachable" in text:
+            assert text.count("is unreachable") == 1, f"{where}: {text}"
+    assert "2 checks (accuracy, latency-p99): Prometheus at http://prom:9090" in degraded["message"]
+
+
 def test_a_superseded_canary_revision_is_deleted() -> None:
     world, _, canary = canary_world()
     world.reconcile(1)

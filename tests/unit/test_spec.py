@@ -12,6 +12,48 @@ from torchrollout.spec import compute_revision, parse_model_deployment
 
 INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     (
+        "fast interval below 1s",
+        {"spec": {"canary": {"fastInterval": "0s"}}},
+        "spec.canary.fastInterval",
+        "must lie between 1s and interval",
+    ),
+    (
+        "fast interval above the interval",
+        {"spec": {"canary": {"interval": "5s", "fastInterval": "10s"}}},
+        "spec.canary.fastInterval",
+        "must lie between 1s and interval",
+    ),
+    (
+        "critical check comparing only with the stable",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [
+                            {"template": "accuracy", "maxDropVsStable": 0.1, "critical": True}
+                        ]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0].critical",
+        "critical needs a min or max",
+    ),
+    (
+        "critical distribution check",
+        {
+            "spec": {
+                "canary": {
+                    "analysis": {
+                        "metrics": [{"template": "latency-distribution", "critical": True}]
+                    }
+                }
+            }
+        },
+        "spec.canary.analysis.metrics[0].critical",
+        "critical needs a min or max",
+    ),
+    (
         "steps not increasing",
         {"spec": {"canary": {"steps": [10, 5]}}},
         "spec.canary.steps",

@@ -11,20 +11,22 @@ revision becomes a canary that waits to be Ready (within `progressDeadlineSecond
 then takes `steps` of traffic, one interval each, advancing only when every check is
 Successful; Failed, Inconclusive and Error ticks count against their own limits; past
 the last step it is promoted, or at a limit rolled back (weight to 0 first, then scaled
-down). A revert to a recently promoted revision switches back without analysis: warm,
-in the same decision, while the previous stable still has its replicas
-(`canary.scaleDownDelaySeconds` after a promotion, see engine/warm.py), else cold, once its
-pods are ready again. Annotations promote, abort and retry by hand; `spec.paused` holds
-everything.
+down). A critical check rolls back on its first Failed tick, and between ticks the fast
+watch (engine/fast.py) rolls back a canary whose critical readings are catastrophic. A
+revert to a recently promoted revision switches back without analysis: warm, in the same
+decision, while the previous stable still has its replicas (`canary.scaleDownDelaySeconds`
+after a promotion, see engine/warm.py), else cold, once its pods are ready again.
+Annotations promote, abort and retry by hand; `spec.paused` holds everything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from torchrollout.engine.assess import assess_check, tick_verdict
 from torchrollout.engine.conditions import reconcile_conditions
+from torchrollout.engine.fast import catastrophe, watching
 from torchrollout.engine.types import CheckMeasurements, Decision, Event, Observation
 from torchrollout.engine.warm import (
     instant_rollback_detail,
@@ -56,10 +58,14 @@ def decide(
     *,
     observation: Observation,
     measurements: Mapping[str, CheckMeasurements] | None = None,
+    fast: Mapping[str, CheckMeasurements] | None = None,
     now: datetime,
 ) -> Decision:
-    """What to do for `resource` now; never raises for odd measurements."""
-    run = _Run(resource, observation, measurements, now)
+    """What to do for `resource` now; never raises for odd measurements.
+
+    `measurements` are a tick's (every check over `interval`), `fast` the fast watch's
+    (the critical checks over its short window, see engine/fast.py)."""
+    run = _Run(resource, observation, measurements, now, fast)
     run.step()
     run.keep_or_scale_down_previous_stable()
     return run.finish()
@@ -113,8 +119,10 @@ class _Run:
         observation: Observation,
         measurements: Mapping[str, CheckMeasurements] | None,
         now: datetime,
+        fast: Mapping[str, CheckMeasurements] | None = None,
     ) -> None:
         self.resource = resource
+        self.fast = fast
         self.spec = resource.spec
         self.status = resource.status
         self.observation = observation
@@ -403,17 +411,27 @@ class _Run:
         if self.status.step_index is None:
             self.wait_for_ready()
             return
-        if self.measurements is None:
-            self.requeue(seconds_until_tick(self.spec, self.status, self.now))
+        if self.measurements is not None and tick_due(self.spec, self.status, self.now):
+            self.analyse(self.measurements)
+            self.measurements = None
             return
-        if not tick_due(self.spec, self.status, self.now):
+        if self.measurements is not None:
             wait = seconds_until_tick(self.spec, self.status, self.now)
             self.ignored.append(f"measurements ignored: the next analysis is due in {wait:g}s")
             self.measurements = None
-            self.requeue(wait)
-            return
-        self.analyse(self.measurements)
-        self.measurements = None
+        if self.fast is not None and watching(self.spec, self.status):
+            reason = catastrophe(self.spec, self.fast)
+            if reason is not None:
+                self.rollback(f"fast watch: {reason}")
+                return
+        self.requeue_until_next_look()
+
+    def requeue_until_next_look(self) -> None:
+        """Call back at the next tick, or sooner for the fast watch while it runs."""
+        wait = seconds_until_tick(self.spec, self.status, self.now)
+        if watching(self.spec, self.status):
+            wait = min(wait, self.spec.canary.fast_interval_seconds)
+        self.requeue(wait)
 
     def wait_for_ready(self) -> None:
         if self.measurements:
@@ -440,15 +458,18 @@ class _Run:
 
     def enter_step(self, index: int, why: str) -> None:
         weight = self.spec.canary.steps[index]
+        # The share the router achieves is status.canaryWeight, which the operator writes
+        # after applying this; the message names the step and leaves the share to it.
         self.update(
             step_index=index,
             step_started_at=self.now,
             analysis=self.status.analysis.model_copy(update={"last_tick": self.now}),
-            message=f"canary {self.version} at step {index + 1}/{len(self.spec.canary.steps)} "
-            f"(asks {weight}% of traffic)",
+            message=f"canary {self.version} at step {index + 1}/{len(self.spec.canary.steps)}",
         )
-        self.event("Normal", "StepAdvanced", f"{why}; {self.status.message}")
-        self.requeue(self.spec.canary.interval_seconds)
+        self.event(
+            "Normal", "StepAdvanced", f"{why}; {self.status.message} (asks {weight}% of traffic)"
+        )
+        self.requeue_until_next_look()
 
     def analyse(self, measurements: Mapping[str, CheckMeasurements]) -> None:
         policy = self.spec.canary.analysis
@@ -474,16 +495,19 @@ class _Run:
             ),
         )
         self.update(analysis=analysis)
-        problems = [
-            f"{r.name}: {r.message}"
-            for r in results
-            if r.verdict is not Verdict.SUCCESSFUL and r.message
-        ]
+        problems = grouped_problems(results)
         if not self.observation.canary_ready:
             problems.insert(0, "canary is not ready")
         summary = "; ".join(problems)
+        critical = [
+            c.name
+            for c, r in zip(checks, results, strict=True)
+            if c.critical and r.verdict is Verdict.FAILED
+        ]
 
-        if analysis.failed >= policy.failure_limit:
+        if critical and self.observation.canary_ready:
+            self.rollback(f"{summary} (critical: {', '.join(critical)})")
+        elif analysis.failed >= policy.failure_limit:
             self.rollback(
                 f"{summary} ({analysis.failed} failed ticks, failureLimit {policy.failure_limit})"
             )
@@ -503,10 +527,10 @@ class _Run:
             self.advance()
         else:
             kind: Literal["Normal", "Warning"] = (
-                "Warning" if verdict is Verdict.FAILED else "Normal"
+                "Normal" if verdict is Verdict.INCONCLUSIVE else "Warning"
             )
             self.event(kind, f"Analysis{verdict}", summary)
-            self.requeue(self.spec.canary.interval_seconds)
+            self.requeue_until_next_look()
 
     def give_up(
         self,
@@ -657,6 +681,21 @@ class _Run:
             reason=reason,
             instant_rollback=instant_rollback,
         )
+
+
+def grouped_problems(results: Sequence[CheckStatus]) -> list[str]:
+    """What kept the checks from passing, one line per cause: checks that failed for the
+    same reason (one Prometheus outage) are named together, the reason said once."""
+    by_message: dict[str, list[str]] = {}
+    for result in results:
+        if result.verdict is not Verdict.SUCCESSFUL and result.message:
+            by_message.setdefault(result.message, []).append(result.name)
+    return [
+        f"{names[0]}: {message}"
+        if len(names) == 1
+        else f"{len(names)} checks ({', '.join(names)}): {message}"
+        for message, names in by_message.items()
+    ]
 
 
 def _appended(history: list[HistoryEntry], entry: HistoryEntry) -> list[HistoryEntry]:

@@ -2,8 +2,9 @@
 
 The operator and `rehearse` measure through `measure_tick`, which asks a provider for
 each check on the canary and, where the check compares with the baseline, on the
-stable revision. `PrometheusProvider` is the real one; `StaticProvider` answers from a
-table and is what tests of the callers use.
+stable revision, and between ticks through `measure_fast` (the critical checks, canary
+only). `PrometheusProvider` is the real one; `StaticProvider` answers from a table and is
+what tests of the callers use.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from torchrollout.engine.fast import fast_checks, fast_window_seconds
 from torchrollout.engine.types import CheckMeasurements, Measurement
-from torchrollout.metrics.templates import Target
+from torchrollout.metrics.templates import Target, rollout_targets
 from torchrollout.spec.checks import ResolvedCheck
+from torchrollout.spec.document import ModelDeployment
 
 
 class MetricProvider(Protocol):
@@ -40,6 +43,12 @@ def measure_tick(
             canary=provider.measure(check, canary), stable=baseline
         )
     return measured
+
+
+def measure_fast(provider: MetricProvider, md: ModelDeployment) -> dict[str, CheckMeasurements]:
+    """The fast watch's readings: each critical check on the canary over the short window."""
+    canary, _ = rollout_targets(md, window=fast_window_seconds(md.spec))
+    return {c.name: CheckMeasurements(provider.measure(c, canary)) for c in fast_checks(md.spec)}
 
 
 @dataclass

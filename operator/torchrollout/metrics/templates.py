@@ -52,10 +52,11 @@ class Target:
         }
 
 
-def rollout_targets(md: ModelDeployment) -> tuple[Target, Target]:
-    """The canary and the stable revision of `md`, as its status names them."""
+def rollout_targets(md: ModelDeployment, *, window: float | None = None) -> tuple[Target, Target]:
+    """The canary and the stable revision of `md`, as its status names them, measured over
+    the analysis interval or over `window` seconds."""
     status, meta = md.status, md.metadata
-    interval = format_duration(md.spec.canary.interval_seconds)
+    interval = format_duration(md.spec.canary.interval_seconds if window is None else window)
 
     def target(revision: str | None, version: str | None) -> Target:
         return Target(meta.namespace, meta.name, revision or "", version or "", interval)

@@ -1,11 +1,14 @@
 """kopf registrations: thin handlers that hand every ModelDeployment to the Reconciler.
 
 `kopf run -m torchrollout.operator.handlers` (or `torchrollout operator`) loads this
-module. Create, update and resume events reconcile at once; a short timer reconciles
-when the last reconciliation asked to be called back (the next analysis tick, a canary
-becoming ready) or when a manual request or a new generation is waiting. One lock per
-resource keeps the timer and the event handlers from deciding concurrently; everything
-else lives in the resource's status, so a restarted operator carries on from there.
+module. Create, update and resume events reconcile at once. Between events, one coroutine
+per resource (a kopf daemon) sleeps until the time the last reconciliation asked to be
+called back at (the next analysis tick, the fast watch, a canary becoming ready), or, when
+nothing is due, for TORCHROLLOUT_TIMER_SECONDS; it is woken early whenever a reconciliation
+changes that time, and then also looks for a manual request or a new generation waiting.
+One lock per resource keeps it and the event handlers from deciding concurrently;
+everything else lives in the resource's status, so a restarted operator carries on from
+there.
 
 Settings, from the environment (`torchrollout operator` sets them from its options):
 TORCHROLLOUT_PROMETHEUS_URL (default http://prometheus-operated.monitoring:9090),
@@ -20,10 +23,13 @@ rights are checked at start-up), KUBECONFIG (outside a cluster).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,18 +56,40 @@ STORAGE_PREFIX = "operator.torchrollout.io"
 TIMER_SECONDS = float(os.environ.get("TORCHROLLOUT_TIMER_SECONDS", "2"))
 
 
+Key = tuple[str, str]
+
+
 @dataclass
 class Runtime:
-    """What the handlers share: the reconciler, per-resource locks and call-back times."""
+    """What the handlers share: the reconciler, per-resource locks, call-back times (on the
+    monotonic clock) and the events that wake each resource's daemon."""
 
     reconciler: Reconciler
-    locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
-    next_run: dict[tuple[str, str], float] = field(default_factory=dict)
+    locks: dict[Key, threading.Lock] = field(default_factory=dict)
+    next_run: dict[Key, float] = field(default_factory=dict)
+    wakes: dict[Key, asyncio.Event] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
     guard: threading.Lock = field(default_factory=threading.Lock)
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="reconcile")
+    )
 
-    def lock(self, key: tuple[str, str]) -> threading.Lock:
+    def lock(self, key: Key) -> threading.Lock:
         with self.guard:
             return self.locks.setdefault(key, threading.Lock())
+
+    def schedule(self, key: Key, seconds: float) -> None:
+        """Look at `key` again in `seconds`; its daemon wakes to sleep for the new time."""
+        self.next_run[key] = time.monotonic() + seconds
+        event, loop = self.wakes.get(key), self.loop
+        if event is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    def forget(self, key: Key) -> None:
+        self.next_run.pop(key, None)
+        self.wakes.pop(key, None)
+        with self.guard:
+            self.locks.pop(key, None)
 
 
 def _post_event(body: dict[str, Any], event: Event) -> None:
@@ -163,14 +191,12 @@ def _reconcile(memo: Any, namespace: str | None, name: str) -> None:
             outcome = runtime.reconciler.reconcile(*key)
         except ClusterError as exc:
             runtime.reconciler.metrics.reconcile_errors.labels("api").inc()
-            runtime.next_run[key] = time.monotonic() + 5
+            runtime.schedule(key, 5)
             if exc.transient:
                 raise kopf.TemporaryError(str(exc), delay=5) from exc
             raise kopf.PermanentError(str(exc)) from exc
-        if outcome.requeue_after is None:
-            runtime.next_run.pop(key, None)
-        else:
-            runtime.next_run[key] = time.monotonic() + outcome.requeue_after
+        after = outcome.requeue_after
+        runtime.schedule(key, TIMER_SECONDS if after is None else after)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -192,19 +218,55 @@ def _waiting(body: kopf.Body) -> bool:
     return status.get("observedGeneration") != body.metadata.get("generation")
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_SECONDS)
-def tick(*, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=1.0)
+async def look_again(
+    *,
+    stopped: kopf.DaemonStopped,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    """Reconcile when the last reconciliation asked to be called back, or when a request or
+    a new generation waits; sleep otherwise (woken early when the call-back time moves)."""
     runtime: Runtime = memo["runtime"]
-    due = runtime.next_run.get((namespace or "default", name), 0.0)
-    if time.monotonic() >= due or _waiting(body):
-        _reconcile(memo, namespace, name)
+    key = (namespace or "default", name)
+    loop = runtime.loop = asyncio.get_running_loop()
+    wake = runtime.wakes.setdefault(key, asyncio.Event())
+    runtime.next_run.setdefault(key, time.monotonic() + TIMER_SECONDS)
+    try:
+        while not stopped:
+            wake.clear()  # before reading the time, so a later schedule() still wakes it
+            due, now = runtime.next_run.get(key, 0.0), time.monotonic()
+            if now < due:
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=min(due - now, TIMER_SECONDS))
+                    continue  # the call-back time moved: sleep again for the new one
+                except TimeoutError:
+                    if time.monotonic() < runtime.next_run.get(key, 0.0) and not _waiting(body):
+                        continue
+            try:
+                # kopf.event reads kopf's context variables: run in a copy of the daemon's.
+                context = contextvars.copy_context()
+                await loop.run_in_executor(
+                    runtime.executor, context.run, _reconcile, memo, namespace, name
+                )
+            except (kopf.TemporaryError, kopf.PermanentError) as exc:
+                logger.error("%s", exc)  # _reconcile has set the next look, 5 s on
+            except Exception:
+                logger.exception("reconciling %s/%s failed; looking again in 5s", *key)
+                runtime.schedule(key, 5)
+    finally:
+        runtime.wakes.pop(key, None)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def deleted(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Children go with their ownerReferences; forget the resource's call-backs."""
     runtime: Runtime = memo["runtime"]
-    runtime.next_run.pop((namespace or "default", name), None)
+    runtime.forget((namespace or "default", name))
 
 
 @kopf.on.probe(id="reconciler")

@@ -24,8 +24,9 @@ from torchrollout.engine import (
     decide,
     tick_due,
 )
+from torchrollout.engine.fast import fast_checks, watching
 from torchrollout.errors import SpecError
-from torchrollout.metrics import MetricProvider, measure_tick, rollout_targets
+from torchrollout.metrics import MetricProvider, measure_fast, measure_tick, rollout_targets
 from torchrollout.operator.archives import (
     BuildState,
     archive_condition,
@@ -145,13 +146,18 @@ class Reconciler:
         events += scaling.events
         for _ in range(self.settle_limit):
             observation, trouble = self._observe(md, workloads, build)
-            measurements = None
+            measurements = fast = None
             if not measured and self._analysis_due(md, now):
                 started = time.perf_counter()
                 measurements = self._measure(md)
                 self.metrics.tick_duration.observe(time.perf_counter() - started)
                 measured = True
-            decision = decide(md, observation=observation, measurements=measurements, now=now)
+            elif not measured and self._fast_due(md):
+                fast = self._measure_fast(md)
+                measured = True
+            decision = decide(
+                md, observation=observation, measurements=measurements, fast=fast, now=now
+            )
             events += decision.events
             self.metrics.record(decision)
             md = md.model_copy(update={"status": decision.status})
@@ -308,6 +314,18 @@ class Reconciler:
             and tick_due(md.spec, status, now)
         )
 
+    def _fast_due(self, md: ModelDeployment) -> bool:
+        return watching(md.spec, md.status) and md.status.canary_revision == compute_revision(
+            md.spec
+        )
+
+    def _measure_fast(self, md: ModelDeployment) -> dict[str, Any]:
+        measured = measure_fast(self.provider, md)
+        problem = self.evaluation.problem(md) if self.evaluation is not None else None
+        if problem is None:
+            return measured
+        return without_labels(measured, fast_checks(md.spec), problem)
+
     def _measure(self, md: ModelDeployment) -> dict[str, Any]:
         canary, stable = rollout_targets(md)
         checks = md.spec.canary.analysis.resolved_checks()
@@ -394,7 +412,7 @@ class Reconciler:
     # -- report ----------------------------------------------------------------------
 
     def _write_status(self, body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
-        new = status.model_dump(mode="json", by_alias=True)
+        new: dict[str, Any] = as_merge_patch(status.model_dump(mode="json", by_alias=True))
         old = body.get("status") or {}
         # A merge patch deletes the fields it sets to null, so compare without them.
         if all(without_nulls(old.get(key)) == without_nulls(value) for key, value in new.items()):
@@ -468,3 +486,14 @@ def _with_conditions(
             update={"last_transition_time": kept, "observed_generation": generation}
         )
     return status.model_copy(update={"conditions": list(merged.values())})
+
+
+def as_merge_patch(value: Any) -> Any:
+    """The status as a merge patch: a null deletes an object's field that is no longer set,
+    but lists are stored as written, so their items (history, conditions, checks) are
+    written without nulls, which `kubectl describe` would show as <nil>."""
+    if isinstance(value, dict):
+        return {key: as_merge_patch(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return without_nulls(value)
+    return value

@@ -28,7 +28,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from torchrollout.engine import Decision, Event, decide, tick_due, tick_verdict
-from torchrollout.metrics import MetricProvider, Target, measure_tick, rollout_targets
+from torchrollout.engine.fast import watching
+from torchrollout.metrics import (
+    MetricProvider,
+    Target,
+    measure_fast,
+    measure_tick,
+    rollout_targets,
+)
 from torchrollout.rehearsal.platform import RolloutPlatform
 from torchrollout.rehearsal.resources import Pair
 from torchrollout.render import expected_mirror, expected_share
@@ -234,16 +241,22 @@ class RolloutLoop:
                 if not check.compares_with_stable:
                     baselines[check.name] = self.provider.measure(check, stable).value
             took = time.monotonic() - began
+        fast = None
+        current = resource.model_copy(update={"status": status})
+        if measurements is None and watching(spec, status):
+            fast = measure_fast(self.provider, current)
         decision: Decision | None = None
         for _ in range(_SETTLE_LIMIT):
             observation = self.platform.observe(
                 stable=status.stable_revision or "", canary=self._canary_of(status)
             )
             current = resource.model_copy(update={"status": status})
-            decision = decide(current, observation=observation, measurements=measurements, now=now)
+            decision = decide(
+                current, observation=observation, measurements=measurements, fast=fast, now=now
+            )
             status = self._apply(decision)
             self._record(decision, status, now, baselines, took)
-            measurements, baselines, took = None, {}, 0.0
+            measurements, fast, baselines, took = None, None, {}, 0.0
             if decision.requeue_after != 0:
                 break
         assert decision is not None

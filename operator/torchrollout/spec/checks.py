@@ -96,6 +96,8 @@ class ResolvedCheck:
     # P(canary slower) that fails the canary.
     confidence: float | None = None
     min_effect: float | None = None
+    # One Failed tick rolls back at once; watched between ticks (engine.fast).
+    critical: bool = False
 
     @property
     def compares_distributions(self) -> bool:

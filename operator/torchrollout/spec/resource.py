@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from torchrollout.spec.base import SpecModel, cel, cel_rule, cel_strings
+from torchrollout.spec.base import FieldValueError, SpecModel, cel, cel_rule, cel_strings
 from torchrollout.spec.checks import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MIN_EFFECT,
@@ -202,6 +202,15 @@ CONFIDENCE_MESSAGE = (
     "confidence must lie in [0.5, 1), e.g. 0.95: the canary fails only on a slowdown "
     "significant at this level"
 )
+_ABSOLUTE_DEFAULTS = cel_strings(
+    t
+    for t, info in TEMPLATES.items()
+    if info.default_min is not None or info.default_max is not None
+)
+CRITICAL_MESSAGE = (
+    "critical needs a min or max of the check's own: a check that only compares with the "
+    "stable (or a distribution) is judged each interval; drop critical or add min or max"
+)
 MIN_EFFECT_MESSAGE = (
     "minEffect is P(canary slower) and must lie in [0.5, 1]: 0.5 fails on any significant "
     "slowdown, 0.56 (the default) on a small one, 0.64 on a medium one"
@@ -273,6 +282,13 @@ class MetricCheck(
             " || has(self.maxDropVsStable) || has(self.maxRatioVsStable))",
             DISTRIBUTION_THRESHOLDS_MESSAGE,
         ),
+        cel_rule(
+            "!has(self.critical) || !self.critical || has(self.min) || has(self.max)"
+            " || has(self.maxMs) || (has(self.template) && self.template in "
+            f"{_ABSOLUTE_DEFAULTS} && !has(self.maxDropVsStable) && !has(self.maxRatioVsStable))",
+            CRITICAL_MESSAGE,
+            field_path=".critical",
+        ),
     ),
 ):
     """One analysis check: a built-in template or a PromQL query, with thresholds."""
@@ -311,6 +327,10 @@ class MetricCheck(
     )
     """latency-distribution: ...and only when P(a canary request is slower than a stable one)
     is at least this, so a negligible slowdown on a huge sample passes. Default 0.56."""
+    critical: bool | None = None
+    """One Failed tick rolls back at once, without waiting for failureLimit; error-rate and
+    accuracy are also watched every fastInterval between ticks. Default: true for
+    error-rate, false otherwise. Needs a min or max of the check's own."""
 
     @field_validator("confidence")
     @classmethod
@@ -362,7 +382,16 @@ class MetricCheck(
             raise ValueError(
                 "a query check needs a threshold: min, max, maxDropVsStable or maxRatioVsStable"
             )
+        if self.critical and self._absolute_bounds() == (None, None):
+            raise FieldValueError("critical", CRITICAL_MESSAGE)
         return self
+
+    def _absolute_bounds(self) -> tuple[float | None, float | None]:
+        """The min and max the check is judged by: its own, or its template's defaults."""
+        if self.template is not None and not self._has_threshold():
+            info = TEMPLATES[self.template]
+            return info.default_min, info.default_max
+        return self.min, self.max if self.max is not None else self.max_ms
 
     def _has_threshold(self) -> bool:
         return any(
@@ -384,10 +413,8 @@ class MetricCheck(
 
     def resolve(self, default_min_samples: int) -> ResolvedCheck:
         """This check with template defaults applied where the user set no threshold."""
-        low, high = self.min, self.max if self.max is not None else self.max_ms
-        if self.template is not None and not self._has_threshold():
-            info = TEMPLATES[self.template]
-            low, high = info.default_min, info.default_max
+        low, high = self._absolute_bounds()
+        critical = self.template == Template.ERROR_RATE if self.critical is None else self.critical
         return ResolvedCheck(
             name=self.check_name,
             template=self.template,
@@ -398,6 +425,7 @@ class MetricCheck(
             max_ratio_vs_stable=self.max_ratio_vs_stable,
             min_samples=default_min_samples if self.min_samples is None else self.min_samples,
             head=self.head,
+            critical=critical,
             **self._distribution_settings(),
         )
 
@@ -447,6 +475,10 @@ class AnalysisSpec(SpecModel):
     """Ticks in a row with a metrics backend error before onError applies."""
     on_inconclusive: Literal["rollback", "pause"] = "rollback"
     on_error: Literal["rollback", "pause"] = "rollback"
+    catastrophic_error_rate: float = Field(default=0.5, gt=0, le=1)
+    """Between ticks, a critical error-rate check at or above this (over fastInterval's
+    window, with enough samples) rolls back at once. A critical accuracy check does so
+    below its minimum minus 0.5."""
 
     @field_validator("metrics")
     @classmethod
@@ -493,7 +525,24 @@ def _default_steps() -> list[int]:
     return [1, 10, 25, 50]
 
 
-class CanarySpec(SpecModel):
+_DURATION = f"r'{DURATION_PATTERN}'"
+DEFAULT_FAST_INTERVAL_SECONDS = 2.0
+
+
+class CanarySpec(
+    SpecModel,
+    json_schema_extra=cel(
+        cel_rule(
+            f"!has(self.fastInterval) || !self.fastInterval.matches({_DURATION})"
+            " || (duration(self.fastInterval) >= duration('1s')"
+            f" && (!has(self.interval) || !self.interval.matches({_DURATION})"
+            " || duration(self.fastInterval) <= duration(self.interval)))",
+            "fastInterval must lie between 1s and interval; set it to at least Prometheus' "
+            "scrape interval",
+            field_path=".fastInterval",
+        )
+    ),
+):
     """The rollout policy for a new revision."""
 
     steps: list[Annotated[int, Field(gt=0, lt=100)]] = Field(
@@ -521,6 +570,10 @@ class CanarySpec(SpecModel):
         ),
     )
     """One analysis tick, e.g. 30s or 2m."""
+    fast_interval: str | None = Field(default=None, pattern=DURATION_PATTERN)
+    """How often critical checks are watched between ticks while the canary has traffic,
+    over a window of twice this; between 1s (at least Prometheus' scrape interval) and
+    interval. Default 2s, or interval when that is shorter."""
     progress_deadline_seconds: int = Field(default=300, ge=1)
     """The canary must be Ready within this, or it is rolled back."""
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
@@ -552,9 +605,37 @@ class CanarySpec(SpecModel):
             raise ValueError(f"interval {interval} must lie between 1s and 24h")
         return interval
 
+    @field_validator("fast_interval")
+    @classmethod
+    def _fast_interval_at_least_a_second(cls, fast: str | None) -> str | None:
+        if fast is not None and parse_duration(fast) < 1:
+            raise ValueError(
+                f"fastInterval {fast} must lie between 1s and interval; set it to at least "
+                "Prometheus' scrape interval"
+            )
+        return fast
+
+    @model_validator(mode="after")
+    def _fast_interval_within_interval(self) -> Self:
+        if self.fast_interval is None:
+            return self
+        if parse_duration(self.fast_interval) > self.interval_seconds:
+            raise FieldValueError(
+                "fastInterval",
+                f"fastInterval {self.fast_interval} must lie between 1s and interval "
+                f"({self.interval}); set it to at least Prometheus' scrape interval",
+            )
+        return self
+
     @property
     def interval_seconds(self) -> float:
         return parse_duration(self.interval)
+
+    @property
+    def fast_interval_seconds(self) -> float:
+        if self.fast_interval is None:
+            return min(DEFAULT_FAST_INTERVAL_SECONDS, self.interval_seconds)
+        return parse_duration(self.fast_interval)
 
 
 STORE_URI_PATTERN = r"^(s3|pvc)://[^/\s]+(/\S*)?$"
