@@ -66,9 +66,18 @@ def test_first_deploy_then_a_good_canary_is_promoted(
     eventually(
         lambda: phase_is(md_api, namespace, "Progressing", canaryVersion="2.0.0"), timeout=20
     )
+    core = client.CoreV1Api(api_client)
+    # While the canary runs, the client Service selects both revisions' pods (the replicas
+    # router's split), whatever it selected before.
+    eventually(
+        lambda: (
+            core.read_namespaced_service("fraud", namespace).spec.selector
+            == {"torchrollout.io/deployment": "fraud"}
+        ),
+        timeout=10,
+    )
     eventually(lambda: phase_is(md_api, namespace, "Succeeded", stableVersion="2.0.0"), timeout=60)
 
-    core = client.CoreV1Api(api_client)
     selectors = {
         s.metadata.name: s.spec.selector for s in core.list_namespaced_service(namespace).items
     }

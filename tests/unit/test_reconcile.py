@@ -301,6 +301,22 @@ def test_one_prometheus_outage_is_named_once_in_each_place_an_sre_reads() -> Non
     assert "2 checks (accuracy, latency-p99): Prometheus at http://prom:9090" in degraded["message"]
 
 
+def test_the_client_service_selects_every_revision_while_a_canary_runs() -> None:
+    world = deployed()
+    stable = world.revision()
+
+    def selector() -> Any:
+        return (world.cluster.get("v1", "Service", NS, NAME) or {})["spec"]["selector"]
+
+    assert selector() == {"torchrollout.io/deployment": NAME, "torchrollout.io/revision": stable}
+    world.set_spec(model={"version": "3.0.0"})
+    world.reconcile(1)
+    world.ready(world.revision())
+    world.reconcile(1)
+    assert world.status()["stepIndex"] == 0
+    assert selector() == {"torchrollout.io/deployment": NAME}
+
+
 def test_a_superseded_canary_revision_is_deleted() -> None:
     world, _, canary = canary_world()
     world.reconcile(1)

@@ -74,9 +74,24 @@ def apply(cluster: ClusterApi, obj: dict[str, Any]) -> dict[str, Any]:
     if live is None:
         return cluster.create(_without_none(obj))
     wanted = {k: v for k, v in obj.items() if k in {"metadata", "spec", "data"}}
+    if kind == "Service":
+        wanted = _replacing_selector(live, wanted)
     if contains(live, wanted):
         return live
     return cluster.patch(api_version, kind, meta["namespace"], meta["name"], wanted)
+
+
+def _replacing_selector(live: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """A Service's selector is replaced, not merged: labels it no longer selects by are
+    nulled, so the patch deletes them (the client Service widens from the stable revision
+    to every revision when a canary starts)."""
+    selector = wanted.get("spec", {}).get("selector")
+    if selector is None:
+        return wanted
+    stale = {k: None for k in (live.get("spec") or {}).get("selector") or {} if k not in selector}
+    if not stale:
+        return wanted
+    return {**wanted, "spec": {**wanted["spec"], "selector": {**stale, **selector}}}
 
 
 def _without_none(value: Any) -> Any:
