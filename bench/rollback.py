@@ -2,7 +2,7 @@
 and how fast a revert to the previous stable moves the traffic back.
 
     .venv/bin/python bench/rollback.py [--interval 5s] [--runs 1] [--rate 40]
-                                       [--no-rehearsal] [--no-revert]
+                                       [--no-rehearsal] [--no-revert] [--no-broken]
 
 Rehearses the bundled examples (examples/rehearsal/: stable v1, good v2, bad v3 of the
 sequence classifier; trained into .work/models first if missing) with the real
@@ -34,6 +34,14 @@ warm revert under 2 s; cold is for comparison (pods start, and the operator look
 its timer). kwok starts pods at once, so a real cluster's cold revert is slower by the
 model's start-up time; the warm one is not.
 
+Broken canary, in the same control plane: a canary that answers 100% errors from its first
+request. The operator runs with Prometheus (scraping every 1 s) reading a loopback exporter
+that stands in for the model pods: the canary's error counters start growing at the moment
+its first step is applied (its first traffic). Measured from then to the moment the client
+Service has only the stable's pods as ready endpoints (100% stable), with the status's
+RollingBack and RolledBack timed too. The canary's analysis interval is an hour, so only the
+fast watch (`fastInterval: 1s`, critical error-rate) can roll it back. Target: 2 s.
+
 Exit code 1 if a target is missed. Run by hand; not part of the test suite. Work files go
 to a temp dir and are removed.
 """
@@ -57,6 +65,7 @@ MODELS = REPO / ".work" / "models"
 CRD = REPO / "crds" / "torchrollout.io_modeldeployments.yaml"
 TARGETS = {"rollback": 1.2, "promotion": 1.1}
 WARM_REVERT_TARGET = 2.0  # seconds from the revert to 100% of traffic on the old stable
+BROKEN_TARGET = 2.0  # seconds from a broken canary's first traffic to 100% stable
 REVERT_REPLICAS = 2
 SCALE_DOWN_DELAY = 10  # seconds: long enough to revert inside it, short enough to wait out
 
@@ -222,8 +231,65 @@ class Reverts:
         return {"warm": warm, "cold": cold}
 
 
+class BrokenCanary(Reverts):
+    """A canary answering only errors, timed from its first traffic to 100% stable."""
+
+    def __init__(self, api: Any, namespace: str, exporter: Any) -> None:
+        super().__init__(api, namespace)
+        self.exporter = exporter
+
+    def body(self, version: str) -> dict[str, Any]:
+        body = super().body(version)
+        body["spec"]["canary"] = {
+            "steps": [50],
+            "interval": "1h",  # no analysis tick: only the fast watch can act
+            "fastInterval": "1s",
+            "progressDeadlineSeconds": 60,
+            "analysis": {"metrics": [{"template": "error-rate", "max": 0.05}], "minSamples": 20},
+        }
+        return body
+
+    def measure(self) -> dict[str, Any]:
+        from tests.support.exporter import Rates
+
+        self.core.create_namespace({"metadata": {"name": self.namespace}})
+        self.custom.create_namespaced_custom_object(
+            "torchrollout.io", "v1alpha1", self.namespace, "modeldeployments", self.body("1.0.0")
+        )
+        self.wait("1.0.0 deployed", lambda: self.phase_is("Succeeded", stableVersion="1.0.0"))
+        self.patch({"spec": {"model": {"version": "2.0.0"}}})
+        self.wait(
+            "canary 2.0.0 serving at its first step",
+            lambda: self.phase_is("Progressing", stepIndex=0) and "2.0.0" in self.serving(),
+        )
+        started = time.monotonic()  # among the Service's endpoints: its first traffic
+        canary = self.status()["canaryRevision"]
+        self.exporter.revision(self.namespace, canary).__dict__.update(
+            Rates(requests=40, errors=40).__dict__
+        )
+        rolling = rolled = traffic = None
+        while rolled is None or traffic is None:
+            now = time.monotonic() - started
+            phase = self.status().get("phase")
+            if rolling is None and phase in {"RollingBack", "RolledBack"}:
+                rolling = now
+            if rolled is None and phase == "RolledBack":
+                rolled = now
+            if traffic is None and rolling is not None and "2.0.0" not in self.serving():
+                traffic = now
+            if now > 90:
+                raise SystemExit(f"broken canary bench: not rolled back: {self.status()}")
+            time.sleep(0.02)
+        return {
+            "traffic": traffic,
+            "rolling": rolling,
+            "rolled": rolled,
+            "message": self.status().get("message", ""),
+        }
+
+
 @contextlib.contextmanager
-def operator_process(kubeconfig: Path, workdir: Path) -> Iterator[None]:
+def operator_process(kubeconfig: Path, workdir: Path, prometheus_url: str) -> Iterator[None]:
     """`torchrollout operator` watching every namespace, with its default 2 s timer."""
     import httpx
 
@@ -235,7 +301,7 @@ def operator_process(kubeconfig: Path, workdir: Path) -> Iterator[None]:
         "operator",
         "--all-namespaces",
         f"--kubeconfig={kubeconfig}",
-        "--prometheus-url=http://127.0.0.1:9",
+        f"--prometheus-url={prometheus_url}",
         f"--metrics-port={port}",
     ]
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
@@ -258,33 +324,54 @@ def operator_process(kubeconfig: Path, workdir: Path) -> Iterator[None]:
             operator.wait(timeout=30)
 
 
-def measure_reverts(runs: int) -> list[dict[str, dict[str, Any]]]:
-    """Warm and cold reverts, `runs` times, each in a fresh namespace of one control plane."""
+def measure_on_control_plane(
+    runs: int, *, reverts: bool, broken: bool
+) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+    """Warm and cold reverts, and broken canaries, `runs` times each, each in a fresh
+    namespace of one control plane, with one operator and one Prometheus."""
     sys.path.insert(0, str(REPO))  # the control plane's harness lives in the tests package
     from kubernetes import config
     from tests.kube_cluster.cluster import ControlPlane
+    from tests.support.exporter import Exporter
 
-    results = []
-    print("reverts: starting the control plane (tests/kube_cluster) and the operator")
+    from torchrollout.local.prometheus import PrometheusServer, ScrapeTarget
+
+    reverted: list[dict[str, dict[str, Any]]] = []
+    broke: list[dict[str, Any]] = []
+    print("control plane: starting it (tests/kube_cluster), Prometheus and the operator")
     with (
-        tempfile.TemporaryDirectory(prefix="bench-revert-") as tmp,
+        tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp,
         ControlPlane.start(nodes=1) as plane,
+        Exporter() as exporter,
+        PrometheusServer(
+            [ScrapeTarget(exporter.address, honor_labels=True)], workdir=Path(tmp)
+        ) as prometheus,
     ):
+        prometheus.wait_for_targets()
         plane.kubectl("apply", "--server-side", "-f", str(CRD))
         plane.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.torchrollout.io")
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
-        with operator_process(plane.kubeconfig, Path(tmp)):
+        with operator_process(plane.kubeconfig, Path(tmp), prometheus.url):
             for run in range(1, runs + 1):
-                measured = Reverts(api, f"revert-{run}").measure()
-                for how, m in measured.items():
+                if reverts:
+                    measured = Reverts(api, f"revert-{run}").measure()
+                    for how, m in measured.items():
+                        print(
+                            f"run {run}: {how} revert: {m['traffic']:.3f}s to 100% of traffic "
+                            f"on the old stable (status Succeeded after {m['succeeded']:.3f}s); "
+                            f"history says {m['how']}: {m['reason']}"
+                        )
+                    reverted.append(measured)
+                if broken:
+                    b = BrokenCanary(api, f"broken-{run}", exporter).measure()
                     print(
-                        f"run {run}: {how} revert: {m['traffic']:.3f}s to 100% of traffic "
-                        f"on the old stable (status Succeeded after {m['succeeded']:.3f}s); "
-                        f"history says {m['how']}: {m['reason']}"
+                        f"run {run}: broken canary: {b['traffic']:.3f}s from its first traffic "
+                        f"to 100% stable (RollingBack after {b['rolling']:.3f}s, RolledBack "
+                        f"after {b['rolled']:.3f}s): {b['message']}"
                     )
-                results.append(measured)
+                    broke.append(b)
         api.close()
-    return results
+    return reverted, broke
 
 
 def main() -> int:
@@ -293,9 +380,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="rehearsals (and reverts) per case")
     parser.add_argument("--rate", type=float, default=40.0, help="requests per second")
     parser.add_argument("--no-rehearsal", action="store_true", help="measure reverts only")
-    parser.add_argument("--no-revert", action="store_true", help="rehearse only")
+    parser.add_argument("--no-revert", action="store_true", help="no reverts")
+    parser.add_argument("--no-broken", action="store_true", help="no broken canary")
     args = parser.parse_args()
-    reverts = [] if args.no_revert else measure_reverts(args.runs)
+    reverts: list[dict[str, dict[str, Any]]] = []
+    broken: list[dict[str, Any]] = []
+    if not (args.no_revert and args.no_broken):
+        reverts, broken = measure_on_control_plane(
+            args.runs, reverts=not args.no_revert, broken=not args.no_broken
+        )
     if not args.no_rehearsal and not (MODELS / "accuracy.json").is_file():
         print(f"training the example models into {MODELS}")
         script = REPO / "examples" / "models" / "make_models.py"
@@ -340,6 +433,8 @@ def main() -> int:
             )
         if kind == "rollback" and reverts:
             missed |= not print_reverts(reverts)
+        if kind == "rollback" and broken:
+            missed |= not print_broken(broken)
     return 1 if missed else 0
 
 
@@ -353,6 +448,19 @@ def print_reverts(reverts: list[dict[str, dict[str, Any]]]) -> bool:
         f"scaleDownDelaySeconds) worst {max(warm):.3f}s, mean {sum(warm) / len(warm):.3f}s; "
         f"cold (after it) worst {max(cold):.3f}s, mean {sum(cold) / len(cold):.3f}s; over "
         f"{len(reverts)} runs; target warm < {WARM_REVERT_TARGET:g}s: "
+        f"{'met' if ok else 'MISSED'}"
+    )
+    return ok
+
+
+def print_broken(broken: list[dict[str, Any]]) -> bool:
+    """The broken canary's time to 100% stable beside the ratios; whether it met its target."""
+    times = [b["traffic"] for b in broken]
+    ok = max(times) <= BROKEN_TARGET and all("fast watch" in b["message"] for b in broken)
+    print(
+        f"broken canary (100% errors) from first traffic to 100% stable: worst "
+        f"{max(times):.3f}s, mean {sum(times) / len(times):.3f}s over {len(times)} runs "
+        f"(Prometheus scraping every 1s, fastInterval 1s); target <= {BROKEN_TARGET:g}s: "
         f"{'met' if ok else 'MISSED'}"
     )
     return ok

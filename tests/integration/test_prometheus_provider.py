@@ -11,6 +11,7 @@ import math
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,25 @@ def test_latency_distribution_without_traffic_is_inconclusive(
     result = assess_check(distribution, measured["latency-distribution"])
     assert result.verdict is Verdict.INCONCLUSIVE
     assert message in result.message
+
+
+def test_a_canary_scraped_once_is_read_whole_by_the_fast_watch(tmp_path: Path) -> None:
+    """With one sample in the range, increase() has nothing to say; counters that start at
+    zero with the canary's pods do, a scrape sooner."""
+    young = Target("risk", "fraud", revision="young12345", version="2.0.0", interval="2s")
+    with Exporter() as exporter:
+        exporter.rates.__dict__.update(requests=40, errors=40)
+        target = ScrapeTarget(exporter.address, {"namespace": "risk", "revision": young.revision})
+        with PrometheusServer([target], workdir=tmp_path, scrape_interval="10s") as server:
+            server.wait_for_targets()  # one scrape now, the next in 10 s
+            provider = PrometheusProvider(server.url)
+            error_rate = check(template="error-rate").resolve(5)
+            windowed = provider.measure(error_rate, young)
+            whole = provider.measure(error_rate, replace(young, since_start=True))
+            provider.close()
+    assert windowed.verdict is Verdict.INCONCLUSIVE
+    assert whole.value == pytest.approx(1.0)
+    assert whole.samples is not None and whole.samples >= 1
 
 
 def test_an_unreachable_prometheus_is_an_error() -> None:

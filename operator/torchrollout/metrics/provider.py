@@ -10,7 +10,7 @@ what tests of the callers use.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from torchrollout.engine.fast import fast_checks, fast_window_seconds
@@ -48,7 +48,8 @@ def measure_tick(
 def measure_fast(provider: MetricProvider, md: ModelDeployment) -> dict[str, CheckMeasurements]:
     """The fast watch's readings: each critical check on the canary over the short window."""
     canary, _ = rollout_targets(md, window=fast_window_seconds(md.spec))
-    return {c.name: CheckMeasurements(provider.measure(c, canary)) for c in fast_checks(md.spec)}
+    young = replace(canary, since_start=True)  # a canary scraped once is read whole
+    return {c.name: CheckMeasurements(provider.measure(c, young)) for c in fast_checks(md.spec)}
 
 
 @dataclass

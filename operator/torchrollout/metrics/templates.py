@@ -41,6 +41,10 @@ class Target:
     revision: str
     version: str
     interval: str  # a PromQL range, e.g. 30s
+    since_start: bool = False
+    """Counters with a single sample in the range (a canary whose pods were scraped once)
+    count from zero, as the pods started: read them whole rather than wait for a second
+    scrape (the fast watch)."""
 
     def variables(self) -> dict[str, str]:
         return {
@@ -78,8 +82,9 @@ class Queries:
     histogram: bool = False
 
 
-def _increase(metric: str, selector: str, interval: str) -> str:
-    return f"sum(increase({metric}{selector}[{interval}]))"
+def _increase(metric: str, selector: str, interval: str, *, since_start: bool = False) -> str:
+    windowed = f"sum(increase({metric}{selector}[{interval}]))"
+    return f"({windowed} or sum({metric}{selector}))" if since_start else windowed
 
 
 def queries_for(check: ResolvedCheck, target: Target) -> Queries:
@@ -88,25 +93,29 @@ def queries_for(check: ResolvedCheck, target: Target) -> Queries:
         return Queries(value=render_query(check.query, target.variables()))
     selector = f'{{namespace="{target.namespace}",revision="{target.revision}"}}'
     window = target.interval
-    requests = _increase(f"{LATENCY}_count", selector, window)
+
+    def count(metric: str) -> str:  # the selector in effect when called (a head's, below)
+        return _increase(metric, selector, window, since_start=target.since_start)
+
+    requests = count(f"{LATENCY}_count")
     if check.head is not None:
         # The spec allows a head only with these templates; the name is an identifier.
         selector = f'{selector[:-1]},{HEAD_LABEL}="{check.head}"}}'
     per_head = check.head is not None
     match check.template:
         case Template.ACCURACY:
-            labeled = _increase(HEAD_LABELED if per_head else LABELED, selector, window)
-            correct = _increase(HEAD_CORRECT if per_head else CORRECT, selector, window)
+            labeled = count(HEAD_LABELED if per_head else LABELED)
+            correct = count(HEAD_CORRECT if per_head else CORRECT)
             return Queries(value=f"{correct} / {labeled}", samples=labeled)
         case Template.MEAN_ABSOLUTE_ERROR:
-            labeled = _increase(HEAD_LABELED if per_head else LABELED, selector, window)
-            errors = _increase(HEAD_ABS_ERROR_SUM if per_head else ABS_ERROR_SUM, selector, window)
+            labeled = count(HEAD_LABELED if per_head else LABELED)
+            errors = count(HEAD_ABS_ERROR_SUM if per_head else ABS_ERROR_SUM)
             return Queries(value=f"{errors} / {labeled}", samples=labeled)
         case Template.LATENCY_P99:
             buckets = f"sum by (le) (rate({LATENCY}_bucket{selector}[{window}]))"
             return Queries(value=f"histogram_quantile(0.99, {buckets}) * 1000", samples=requests)
         case Template.LATENCY_MEAN:
-            total = _increase(f"{LATENCY}_sum", selector, window)
+            total = count(f"{LATENCY}_sum")
             return Queries(value=f"{total} / {requests} * 1000", samples=requests)
         case Template.LATENCY_DISTRIBUTION:
             counts = f"sum by (le) (increase({LATENCY}_bucket{selector}[{window}]))"
@@ -114,7 +123,7 @@ def queries_for(check: ResolvedCheck, target: Target) -> Queries:
         case Template.ERROR_RATE:
             # Each response class on its own: increase() drops metric names, so one
             # regex over all three would collide. A class never seen counts as zero.
-            counted = [f"({_increase(name, selector, window)} or vector(0))" for name in RESPONSES]
+            counted = [f"({count(name)} or vector(0))" for name in RESPONSES]
             everything = " + ".join(counted)
             return Queries(value=f"{counted[-1]} / ({everything})", samples=everything)
     raise AssertionError(f"no PromQL for template {check.template}")  # pragma: no cover
