@@ -125,6 +125,20 @@ def test_a_bad_canary_is_rolled_back_within_its_tick(tmp_path: Path) -> None:
     assert found["decidedOverFloor"] == 1.0
 
 
+def test_a_canary_answering_only_errors_is_rolled_back_by_the_fast_watch(tmp_path: Path) -> None:
+    pair = make_pair(tmp_path)  # interval 5s; fastInterval defaults to 2s
+    platform = FakePlatform()
+    provider = table(pair, accuracy=0.98, errors=1.0)
+    outcome = RolloutLoop(pair, platform=platform, provider=provider, clock=FakeClock()).run()
+
+    assert (outcome.reason, outcome.phase) == ("rolled-back", Phase.ROLLED_BACK)
+    rolling = next(r for r in outcome.records if r.phase is Phase.ROLLING_BACK)
+    assert rolling.t == 2.0  # the first fast reading, before the tick at 5 s
+    assert "fast watch: error-rate 1" in rolling.message
+    old, new = pair.stable.revision, pair.canary.revision
+    assert platform.routes == [Route(old, new, 25), Route(old, new, 0)]
+
+
 @dataclass
 class SlowProvider:
     """Each query takes `seconds` of the fake clock's time."""
