@@ -118,4 +118,4 @@ def test_the_standby_finishes_a_canary_once_when_the_leader_is_killed(
     assert promoted() == 1
     # The standby, now leading, did the promotion: kopf ran its handlers there, only then.
     before, after = log_of(standby).split(LEADS, 1)
-    assert "kopf.objects" not in before and "Timer 'tick' succeeded" in after
+    assert "kopf.objects" not in before and "Daemon 'look_again' is invoked" in after

@@ -162,7 +162,10 @@ def test_manual_control_with_the_kubectl_plugin(
     watching.send_signal(signal.SIGINT)
     watching.wait(timeout=15)
     reader.join(timeout=5)
-    err = watching.stderr.read() if watching.stderr else ""
+    assert watching.stderr is not None
+    err = watching.stderr.read()
+    watching.stderr.close()
+    watching.stdout.close()
     assert watching.returncode == 0, err
     frames = "".join(printed).split("\n\n")  # not a terminal: a blank line between redraws
     assert "Phase:    Progressing" in frames[0]
