@@ -129,7 +129,7 @@ class OperatorProcess:
 
 def start_operator(
     kubeconfig: Path,
-    prometheus: PrometheusServer,
+    prometheus: PrometheusServer | str,
     workdir: Path,
     *,
     args: Sequence[str] = ("--all-namespaces",),
@@ -146,7 +146,7 @@ def start_operator(
         "operator",
         *args,
         f"--kubeconfig={kubeconfig}",
-        f"--prometheus-url={prometheus.url}",
+        f"--prometheus-url={prometheus if isinstance(prometheus, str) else prometheus.url}",
         f"--metrics-port={port}",
         f"--liveness=http://127.0.0.1:{free_port()}/healthz",
         "--timer-seconds=0.5",
