@@ -7,6 +7,10 @@ Weights: three formats, told apart by sniffing the zip entries torch writes (or 
                                                                          -> torch.export.load
     state_dict   anything else (`<dir>/data.pkl`, or a legacy pickle)    -> torch.load(
                  weights_only=True) into the network the `architecture` block describes.
+torch.export.load unpickles parts of a .pt2 with weights_only=False, pickle.loads its opaque
+objects and loads AOTInductor libraries: a .pt2 with AOTInductor or opaque/custom-object
+records is refused, and the rest loads with TORCH_FORCE_WEIGHTS_ONLY_LOAD set, so no pickle
+in it can run code (the archive builder refuses such files before packing them, too).
 Optional `"quantize": "dynamic-int8"` applies dynamic int8 quantization (Linear/LSTM/GRU)
 to state_dict models, the only format that is a plain eager `nn.Module`.
 
@@ -22,9 +26,10 @@ end adds Hostname.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,15 @@ HEAD_COUNTERS = (HEAD_LABELED, HEAD_CORRECT, HEAD_ABS_ERROR_SUM)
 HEAD_DIMENSIONS = [*DIMENSIONS, "Head"]
 
 FORMATS = ("state_dict", "torchscript", "export")
+FORCE_WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+FORCE_NO_WEIGHTS_ONLY_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+# Records of a .pt2 (below its root folder) that torch.export.load would run as native code
+# (AOTInductor) or unpickle with plain pickle (opaque / custom objects).
+EXPORT_CODE_RECORDS = (
+    "data/aotinductor/",
+    "data/constants/opaque_obj_",
+    "data/constants/custom_obj_",
+)
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
     "bf16": torch.bfloat16,
@@ -126,6 +140,36 @@ def sniff_format(path: Path) -> str:
     return "state_dict"
 
 
+@contextlib.contextmanager
+def weights_only_everywhere() -> Iterator[None]:
+    """Every torch.load inside is weights-only, whatever its call site passes (torch reads
+    TORCH_FORCE_WEIGHTS_ONLY_LOAD on each call, and fails when the opposite is set too)."""
+    names = (FORCE_WEIGHTS_ONLY_ENV, FORCE_NO_WEIGHTS_ONLY_ENV)
+    saved = {name: os.environ.pop(name, None) for name in names}
+    os.environ[FORCE_WEIGHTS_ONLY_ENV] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def load_export(path: Path) -> Any:
+    """torch.export.load of a .pt2 that holds no code and no pickled objects beyond tensors."""
+    with zipfile.ZipFile(path) as archive:
+        tails = {name.split("/", 1)[-1] for name in archive.namelist()}
+    code = sorted(t for t in tails if t.startswith(EXPORT_CODE_RECORDS))
+    if code:
+        raise ValueError(
+            f"weights: {path.name} holds {code[0]}, which would run code when loaded; refused"
+        )
+    with weights_only_everywhere():
+        return torch.export.load(str(path))
+
+
 def load_model(
     path: Path,
     config: Mapping[str, Any],
@@ -153,7 +197,7 @@ def load_model(
         scripted.eval()
         return scripted  # type: ignore[no-any-return]
     if fmt == "export":
-        program = torch.export.load(str(path))
+        program = load_export(path)
         if device.type != "cpu":
             # Tensors the graph creates (an RNN's zero state) carry the export's device:
             # the pass rewrites those too, which moving the parameters alone would not.

@@ -21,6 +21,7 @@ from torchrollout.archive.errors import (
     PublishError,
     SmokeTestFailed,
     StoreError,
+    UnsafeArchive,
     UnsafeWeights,
     UsageError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "PublishError",
     "SmokeTestFailed",
     "StoreError",
+    "UnsafeArchive",
     "UnsafeWeights",
     "UsageError",
 ]

@@ -30,7 +30,7 @@ from typing import Any
 
 from torchrollout.archive import handlers
 from torchrollout.archive.errors import PackError, UsageError
-from torchrollout.archive.fetch import Fetched, Progress, fetch, verify
+from torchrollout.archive.fetch import HANDLER_LIMIT, Fetched, Progress, fetch, verify
 from torchrollout.archive.smoke import smoke_test, ts_unclosed_files
 from torchrollout.archive.weights import inspect_weights
 
@@ -118,7 +118,13 @@ def _handler_file(request: BuildRequest, code_dir: Path, progress: Progress | No
         raise UsageError(
             f"--handler: {request.handler!r} is not a built-in ({known}) nor a .py URI"
         )
-    custom = fetch(request.handler, code_dir, progress=progress, ca_bundle=request.ca_bundle).path
+    custom = fetch(
+        request.handler,
+        code_dir,
+        progress=progress,
+        ca_bundle=request.ca_bundle,
+        limit=HANDLER_LIMIT,
+    ).path
     handlers.check_custom_handler(custom)
     return custom
 

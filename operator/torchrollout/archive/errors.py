@@ -6,6 +6,7 @@
     ├── DigestMismatch         step "verify": the bytes do not have the expected sha256
     │   └── ArchiveDigestMismatch  step "digest": an archive in the store is other bytes
     ├── UnsafeWeights          step "load": the weights need code to unpickle (weights_only)
+    ├── UnsafeArchive          step "load": a zip member would land outside its folder, or is a link
     ├── LoadError              step "load": the weights do not load into the handler's model
     ├── PackError              step "pack": torch-model-archiver failed
     ├── SmokeTestFailed        step "smoke-test": the archive loaded but the sample input failed
@@ -51,6 +52,12 @@ class DigestMismatch(ArchiveError):
 
 
 class UnsafeWeights(ArchiveError):
+    step = "load"
+
+
+class UnsafeArchive(ArchiveError):
+    """An archive to extract names a member outside the target folder, or a symbolic link."""
+
     step = "load"
 
 

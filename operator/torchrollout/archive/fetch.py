@@ -7,7 +7,7 @@ Called by `build.py` for the weights and for a custom handler given as a URI, by
     https://… / http://…   httpx; TLS trust from `ca_bundle`, else SSL_CERT_FILE / SSL_CERT_DIR,
                            else certifi. When $TORCHROLLOUT_HTTPS_TOKEN is set, `fetch` sends
                            `Authorization: Bearer <token>` to https:// URIs (never over plain
-                           http://; httpx drops it on a redirect to another host). The operator
+                           http://, nor to another origin after a redirect). The operator
                            fills the variable from a Secret.
     s3://bucket/key        boto3, which honours AWS_ENDPOINT_URL and the standard credential
                            chain (environment, web identity, profile, instance role)
@@ -16,6 +16,17 @@ Called by `build.py` for the weights and for a custom handler given as a URI, by
 
 The sha256 is computed over the bytes as they are written, so a large file is read once.
 All failures become `FetchError`, with a sentence saying what to fix where one is known.
+
+Hostile sources are refused before their bytes are used:
+    - http(s) redirects are followed here, hop by hop, at most MAX_REDIRECTS of them; a loop,
+      a redirect from https to plain http, or to another scheme is refused (whatever client
+      the caller passes), and the bearer token only goes to the origin it was meant for;
+    - a body shorter than its Content-Length (a connection closed early) is "truncated";
+    - `fetch` stops at a size cap (`source_limit()`: MAX_SOURCE_BYTES for weights,
+      $TORCHROLLOUT_MAX_SOURCE_BYTES overriding it; HANDLER_LIMIT for handler code), refusing
+      a declared size over it before reading, and writes to a partial file that only a
+      complete download renames into place;
+    - a pvc:// path may not climb out of its claim with `..`, nor through a symbolic link.
 """
 
 from __future__ import annotations
@@ -38,6 +49,10 @@ CHUNK = 1 << 20
 PVC_ROOT_ENV = "TORCHROLLOUT_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/pvc"
 HTTPS_TOKEN_ENV = "TORCHROLLOUT_HTTPS_TOKEN"
+MAX_REDIRECTS = 10
+MAX_SOURCE_BYTES = 20 << 30  # a model source (weights); $TORCHROLLOUT_MAX_SOURCE_BYTES overrides
+MAX_SOURCE_BYTES_ENV = "TORCHROLLOUT_MAX_SOURCE_BYTES"
+MAX_HANDLER_BYTES = 1 << 20  # a custom handler's .py file
 
 _HTTP_HINTS = {
     401: "the server wants a bearer token (none was sent, or it was refused)",
@@ -80,11 +95,29 @@ def local_path(uri: str) -> Path | None:
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     if parsed.scheme == "pvc":
-        root = Path(os.environ.get(PVC_ROOT_ENV, DEFAULT_PVC_ROOT))
-        return root / parsed.netloc / unquote(parsed.path).lstrip("/")
+        return claim_mount(uri) / _claim_relative(uri)
     if parsed.scheme == "":
         return Path(uri)
     return None
+
+
+def claim_mount(uri: str) -> Path:
+    """Where the claim of a pvc:// URI is mounted: $TORCHROLLOUT_PVC_ROOT/claim (/mnt/pvc)."""
+    claim = urlparse(uri).netloc
+    if claim in ("", ".", ".."):
+        raise FetchError(f"{uri}: expected pvc://claim/path, with the claim's name first")
+    return Path(os.environ.get(PVC_ROOT_ENV, DEFAULT_PVC_ROOT)) / claim
+
+
+def _claim_relative(uri: str) -> str:
+    """The path inside the claim; FetchError when a `..` would climb out of it."""
+    relative = unquote(urlparse(uri).path).lstrip("/")
+    if ".." in relative.split("/"):
+        raise FetchError(
+            f"{uri}: '..' in a pvc:// path could leave the claim's volume; "
+            "name the file by its path inside the claim"
+        )
+    return relative
 
 
 def https_token() -> str | None:
@@ -101,7 +134,45 @@ def auth_headers(uri: str, token: str | None) -> dict[str, str]:
 
 def _file_name(uri: str) -> str:
     name = Path(unquote(urlparse(uri).path)).name
-    return name or "source"
+    return name if name not in ("", ".", "..") else "source"
+
+
+def _size(count: int) -> str:
+    """A byte count the way a limit is said: GiB, MiB or bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20)):
+        if count >= 1 << shift and count % (1 << shift) == 0:
+            return f"{count >> shift} {unit}"
+    return f"{count} bytes"
+
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """How many bytes `fetch` reads of one kind of file, and what to say when there are more."""
+
+    what: str
+    max_bytes: int
+    fix: str
+
+
+def source_limit() -> SizeLimit:
+    """The cap of a model source: $TORCHROLLOUT_MAX_SOURCE_BYTES, else MAX_SOURCE_BYTES."""
+    configured = os.environ.get(MAX_SOURCE_BYTES_ENV, "").strip()
+    if configured and (not configured.isdigit() or int(configured) < 1):
+        raise UsageError(
+            f"${MAX_SOURCE_BYTES_ENV}: expected a positive number of bytes, got {configured!r}"
+        )
+    return SizeLimit(
+        what="a model source",
+        max_bytes=int(configured) if configured else MAX_SOURCE_BYTES,
+        fix=f"set ${MAX_SOURCE_BYTES_ENV} (bytes) if the weights really are that large",
+    )
+
+
+HANDLER_LIMIT = SizeLimit(
+    what="a handler file",
+    max_bytes=MAX_HANDLER_BYTES,
+    fix="a handler is one Python module; is the URI the right file?",
+)
 
 
 def write_stream(
@@ -155,6 +226,8 @@ def open_source(
     parsed = urlparse(uri)
     path = local_path(uri)
     if path is not None:
+        if parsed.scheme == "pvc":
+            _check_inside_claim(uri, path)
         opened = _open_local(uri, path)
     elif parsed.scheme in ("http", "https"):
         opened = _open_http(uri, client, _ssl_context(ca_bundle), token, timeout)
@@ -164,6 +237,17 @@ def open_source(
         raise FetchError(f"{uri}: unsupported scheme {parsed.scheme!r} (https, s3, pvc, file)")
     with opened as stream:
         yield stream
+
+
+def _check_inside_claim(uri: str, path: Path) -> None:
+    """FetchError when a pvc:// file is a symbolic link (or under one) leading out of its claim."""
+    mount = claim_mount(uri).resolve()
+    real = path.resolve()
+    if not real.is_relative_to(mount):
+        raise FetchError(
+            f"{uri}: {path} leads to {real}, outside the claim's volume {mount} "
+            "(a symbolic link): put the file itself in the claim"
+        )
 
 
 @contextmanager
@@ -188,24 +272,99 @@ def _open_http(
     try:
         with ExitStack() as stack:
             if client is None:
-                client = stack.enter_context(
-                    httpx.Client(verify=verify, timeout=timeout, follow_redirects=True)
-                )
-            response = stack.enter_context(
-                client.stream("GET", uri, headers=auth_headers(uri, token), follow_redirects=True)
-            )
+                client = stack.enter_context(httpx.Client(verify=verify, timeout=timeout))
+            response = _follow_redirects(client, uri, token)
+            stack.callback(response.close)
             if response.status_code != 200:
                 hint = _HTTP_HINTS.get(response.status_code)
                 raise FetchError(
                     f"{uri}: HTTP {response.status_code}" + (f" ({hint})" if hint else "")
                 )
-            length = response.headers.get("content-length")
-            total = int(length) if length and length.isdigit() else None
-            yield Stream(response.iter_bytes(CHUNK), total)
+            total = _content_length(response)
+            yield Stream(_http_chunks(uri, response, total), total)
     except httpx.HTTPError as exc:
         raise FetchError(f"{uri}: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise FetchError(f"{uri}: {exc}") from exc
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def _follow_redirects(client: httpx.Client, uri: str, token: str | None) -> httpx.Response:
+    """The response at the end of `uri`'s redirects, opened for streaming.
+
+    Each hop is checked before it is requested (`_next_hop`); the bearer token goes only to
+    https URLs of the origin `uri` names, so a redirect cannot carry it elsewhere.
+    """
+    origin = httpx.URL(uri)
+    url, chain = origin, [str(origin)]
+    while True:
+        headers = auth_headers(str(url), token) if _same_origin(url, origin) else {}
+        request = client.build_request("GET", url, headers=headers)
+        response = client.send(request, stream=True, follow_redirects=False)
+        if not response.is_redirect:
+            return response
+        response.close()
+        url = _next_hop(uri, url, response.headers["location"], chain)
+
+
+def _next_hop(uri: str, url: httpx.URL, location: str, chain: list[str]) -> httpx.URL:
+    """Where a redirect from `url` leads; FetchError for a loop, too many hops, a downgrade."""
+    try:
+        target = url.join(location)
+    except httpx.InvalidURL as exc:
+        raise FetchError(f"{uri}: {url} redirects to an invalid URL {location!r}") from exc
+    chain.append(str(target))
+    route = _route(chain)
+    if target.scheme not in ("http", "https"):
+        raise FetchError(f"{uri}: redirected to {target}, which is not http(s) ({route})")
+    if url.scheme == "https" and target.scheme == "http":
+        raise FetchError(
+            f"{uri}: redirected from https to plain http ({url} -> {target}), refused: the "
+            "download would no longer be encrypted; give a URL that stays on https"
+        )
+    if str(target) in chain[:-1]:
+        raise FetchError(f"{uri}: redirect loop ({route}): fix the URL or the server's redirects")
+    if len(chain) - 1 > MAX_REDIRECTS:
+        raise FetchError(
+            f"{uri}: more than {MAX_REDIRECTS} redirects ({route}): give the final URL"
+        )
+    return target
+
+
+def _route(chain: list[str]) -> str:
+    """The URLs a download went through, the middle of a long chain elided."""
+    shown = chain if len(chain) <= 4 else [chain[0], f"... {len(chain) - 3} more", *chain[-2:]]
+    return " -> ".join(shown)
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    length = response.headers.get("content-length")
+    return int(length) if length and length.isdigit() else None
+
+
+def _http_chunks(uri: str, response: httpx.Response, total: int | None) -> Iterator[bytes]:
+    """The body in chunks; FetchError "truncated" when the server stops before its end.
+
+    Counted on the wire (`num_bytes_downloaded`), as Content-Length counts, not after
+    a Content-Encoding is undone.
+    """
+    try:
+        yield from response.iter_bytes(CHUNK)
+    except httpx.RemoteProtocolError as exc:
+        raise FetchError(_truncated(uri, response.num_bytes_downloaded, total)) from exc
+    if total is not None and response.num_bytes_downloaded < total:
+        raise FetchError(_truncated(uri, response.num_bytes_downloaded, total))
+
+
+def _truncated(uri: str, got: int, total: int | None) -> str:
+    of = f" of {total}" if total is not None else ""
+    return (
+        f"{uri}: truncated: got {got}{of} bytes, the server closed the connection before "
+        "the end: retry, or check the server"
+    )
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -323,14 +482,47 @@ def fetch(
     progress: Progress | None = None,
     ca_bundle: Path | None = None,
     timeout: float = 60.0,
+    limit: SizeLimit | None = None,
 ) -> Fetched:
     """Copy `uri` into `dest_dir` (keeping its file name) and hash it; FetchError on failure.
 
+    At most `limit` bytes are read (default: `source_limit()`). They go to a hidden partial
+    file, renamed only once the whole source is in, so a failed fetch leaves nothing behind.
     https sources get the bearer token of $TORCHROLLOUT_HTTPS_TOKEN when it is set.
     """
-    dest = dest_dir / _file_name(uri)
-    with open_source(uri, ca_bundle=ca_bundle, token=https_token(), timeout=timeout) as stream:
-        return write_stream(uri, stream.chunks, dest, stream.total, progress)
+    limit = limit or source_limit()
+    name = _file_name(uri)
+    dest = dest_dir / name
+    partial = dest_dir / f".{name}.partial"
+    try:
+        with open_source(uri, ca_bundle=ca_bundle, token=https_token(), timeout=timeout) as stream:
+            if stream.total is not None and stream.total > limit.max_bytes:
+                raise FetchError(_too_large(uri, limit, f"it declares {stream.total} bytes"))
+            chunks = _capped(uri, stream.chunks, limit)
+            fetched = write_stream(uri, chunks, partial, stream.total, progress)
+        partial.replace(dest)
+    except OSError as exc:
+        raise FetchError(f"{uri}: cannot write {dest}: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return Fetched(uri=uri, path=dest, sha256=fetched.sha256, size=fetched.size)
+
+
+def _capped(uri: str, chunks: Iterable[bytes], limit: SizeLimit) -> Iterator[bytes]:
+    """`chunks`, stopping with FetchError as soon as more than the limit came."""
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit.max_bytes:
+            raise FetchError(_too_large(uri, limit, f"stopped after {size} bytes"))
+        yield chunk
+
+
+def _too_large(uri: str, limit: SizeLimit, seen: str) -> str:
+    return (
+        f"{uri}: larger than the {_size(limit.max_bytes)} limit for {limit.what} ({seen}): "
+        f"{limit.fix}"
+    )
 
 
 def check_sha256(expected: str, option: str = "--sha256") -> str:

@@ -11,12 +11,17 @@ its PredictionException) decides success.
 The handler modules are imported by their plain names (TorchServe puts the model dir on the
 path); they are removed from `sys.modules` before and after, so archives built one after the
 other in one process never see each other's code.
+
+The archive is a zip; before anything is extracted every member is checked (`check_members`):
+an absolute name, a `..` that climbs out of the folder, or a symbolic link refuses the whole
+archive (`UnsafeArchive`), so a hostile .mar writes nothing anywhere.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import stat
 import sys
 import time
 import warnings
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrollout.archive.errors import LoadError, SmokeTestFailed
+from torchrollout.archive.errors import LoadError, SmokeTestFailed, UnsafeArchive
 from torchrollout.archive.handlers import METRICS_CONFIG
 
 
@@ -111,6 +116,36 @@ class LoadedArchive:
         return [(int(context.get_response_status(k)[0]), a) for k, a in enumerate(answers)]
 
 
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip member may not be extracted, or None when it lands safely inside."""
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if ".." in name.split("/"):
+        return "a path that climbs out of the folder with '..'"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "a symbolic link"
+    return None
+
+
+def check_members(archive: zipfile.ZipFile, label: str) -> None:
+    """UnsafeArchive naming the first member of `archive` that must not be extracted."""
+    for info in archive.infolist():
+        problem = _member_problem(info)
+        if problem is not None:
+            raise UnsafeArchive(
+                f"{label}: member {info.filename!r} is {problem}; refused before extracting "
+                "anything: rebuild the archive with torchrollout archive build"
+            )
+
+
+def _extract(mar: Path, model_dir: Path) -> None:
+    """Extract `mar` into `model_dir` once every member is known to stay inside it."""
+    with zipfile.ZipFile(mar) as archive:
+        check_members(archive, mar.name)
+        archive.extractall(model_dir)
+
+
 def load_archive(mar: Path, work_dir: Path, *, model_name: str) -> LoadedArchive:
     """Extract `mar` into `work_dir` and load it through its handler; LoadError on failure."""
     with ts_unclosed_files():
@@ -118,8 +153,7 @@ def load_archive(mar: Path, work_dir: Path, *, model_name: str) -> LoadedArchive
 
     model_dir = work_dir / model_name
     try:
-        with zipfile.ZipFile(mar) as archive:
-            archive.extractall(model_dir)
+        _extract(mar, model_dir)
         manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
         handler = manifest["model"]["handler"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:

@@ -41,13 +41,13 @@ from torchrollout.archive.errors import (
 )
 from torchrollout.archive.fetch import (
     CHUNK,
-    DEFAULT_PVC_ROOT,
     NOT_FOUND_CODES,
     PVC_ROOT_ENV,
     Fetched,
     Progress,
     Stream,
     check_sha256,
+    claim_mount,
     local_path,
     read_chunks,
     s3_client,
@@ -261,10 +261,12 @@ def backend_for(uri: str) -> Backend:
         bucket, prefix = split_s3_uri(uri)
         return S3Backend(uri, bucket, prefix)
     if parsed.scheme == "pvc" and parsed.netloc:
-        root = local_path(uri)
+        try:
+            root = local_path(uri)
+        except FetchError as exc:  # a `..` that would leave the claim
+            raise UsageError(f"--store: {exc.message}") from exc
         assert root is not None
-        mount = Path(os.environ.get(PVC_ROOT_ENV, DEFAULT_PVC_ROOT)) / parsed.netloc
-        return LocalBackend(uri, root, mount=mount)
+        return LocalBackend(uri, root, mount=claim_mount(uri))
     if parsed.scheme == "file" and parsed.netloc in ("", "localhost") and parsed.path:
         root = local_path(uri)
         assert root is not None
