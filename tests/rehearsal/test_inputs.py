@@ -246,6 +246,15 @@ def test_a_report_into_a_missing_folder_is_refused_before_starting(
     assert "--report" in done.stderr and "does not exist" in done.stderr
 
 
+def test_a_report_path_that_is_a_folder_is_refused_before_starting(
+    tmp_path: Path, good_inputs: list[str | Path]
+) -> None:
+    done = rehearse(*good_inputs, "--report", tmp_path)
+    assert done.returncode == 2
+    assert f"--report {tmp_path}: is a folder; give a file name" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_work_folder_too_deep_for_torchserve_sockets_is_refused_at_once(
     tmp_path: Path, good_inputs: list[str | Path]
 ) -> None:

@@ -93,6 +93,8 @@ def check_inputs(options: Options, warn: Callable[[str], None]) -> Inputs:
     for label, path in (("--report", options.report), ("--plot", options.plot)):
         if path is not None and not path.resolve().parent.is_dir():
             raise RehearsalError(f"{label} {path}: the folder {path.parent} does not exist")
+        if path is not None and path.is_dir():
+            raise RehearsalError(f"{label} {path}: is a folder; give a file name")
     return Inputs(pair, traffic, executable)
 
 
@@ -184,7 +186,12 @@ def rehearse(options: Options, inputs: Inputs, view: View) -> Result:
         total_seconds=time.monotonic() - began,
     )
     if options.report is not None:
-        options.report.write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            options.report.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            raise RehearsalError(
+                f"--report {options.report}: cannot write: {exc.strerror}"
+            ) from exc
     if options.plot is not None:
         from torchrollout.rehearsal.plot import plot_report
 
