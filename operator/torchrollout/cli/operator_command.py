@@ -192,8 +192,11 @@ def _check_api_server(kubeconfig: str | None) -> None:
     try:
         client.VersionApi(api_client).get_code(_request_timeout=kube.REQUEST_TIMEOUT)
     except client.exceptions.ApiException as exc:
-        kube.fail(
-            f"the API server at {kube.host_of(api_client)} answered {exc.status} {exc.reason}"
-        )
+        # It answered: only refused credentials are worth stopping for here.
+        if exc.status == 401:
+            kube.fail(
+                f"the API server at {kube.host_of(api_client)} refused the kubeconfig's "
+                "credentials (401 Unauthorized)"
+            )
     except HTTPError as exc:
         kube.unreachable(kube.host_of(api_client), exc)
