@@ -37,15 +37,27 @@ BROKEN = Rates(requests=50, errors=50, labeled=20, correct=19)
 TRICKLE = Rates(requests=0.3, errors=0.3, labeled=0.3, correct=0.3)
 
 
-def canary_with(namespace: str, interval: str) -> dict[str, object]:
+def canary_at_its_first_step(
+    kubectl: Kubectl,
+    md_api: client.CustomObjectsApi,
+    exporter: Exporter,
+    namespace: str,
+    *,
+    interval: str,
+    rates: Rates,
+) -> None:
+    """Stable 1.0.0 deployed, then canary 2.0.0 (fastInterval 1s) serving `rates` at step 1."""
+    deploy_stable(kubectl, md_api, exporter, namespace)
     body = model_deployment(namespace, "2.0.0")
     body["spec"]["canary"] = {**body["spec"]["canary"], "interval": interval, "fastInterval": "1s"}
-    return body
+    play(exporter, namespace, body, rates)
+    kubectl.apply(dump(body))
 
+    def step_started() -> bool:
+        status = status_of(md_api, namespace)
+        return status.get("canaryRevision") is not None and status.get("stepIndex") is not None
 
-def step_started(md_api: client.CustomObjectsApi, namespace: str) -> bool:
-    status = status_of(md_api, namespace)
-    return status.get("canaryRevision") is not None and status.get("stepIndex") is not None
+    eventually(step_started, timeout=30)
 
 
 def test_a_canary_answering_only_errors_is_rolled_back_before_its_first_tick(
@@ -55,11 +67,7 @@ def test_a_canary_answering_only_errors_is_rolled_back_before_its_first_tick(
     exporter: Exporter,
     namespace: str,
 ) -> None:
-    deploy_stable(kubectl, md_api, exporter, namespace)
-    canary = canary_with(namespace, "30s")
-    play(exporter, namespace, canary, BROKEN)
-    kubectl.apply(dump(canary))
-    eventually(lambda: step_started(md_api, namespace), timeout=30)
+    canary_at_its_first_step(kubectl, md_api, exporter, namespace, interval="30s", rates=BROKEN)
     eventually(lambda: status_of(md_api, namespace).get("phase") == "RolledBack", timeout=25)
     status = status_of(md_api, namespace)
     assert status["analysis"].get("failed", 0) == 0  # no analysis tick has run
@@ -78,11 +86,7 @@ def test_a_trickle_of_errors_is_left_to_the_tick_where_the_critical_check_decide
     exporter: Exporter,
     namespace: str,
 ) -> None:
-    deploy_stable(kubectl, md_api, exporter, namespace)
-    canary = canary_with(namespace, "20s")
-    play(exporter, namespace, canary, TRICKLE)
-    kubectl.apply(dump(canary))
-    eventually(lambda: step_started(md_api, namespace), timeout=30)
+    canary_at_its_first_step(kubectl, md_api, exporter, namespace, interval="20s", rates=TRICKLE)
     time.sleep(12)  # a dozen fast readings, each on fewer requests than the floor of 5
     assert status_of(md_api, namespace).get("phase") == "Progressing"
     eventually(lambda: status_of(md_api, namespace).get("phase") == "RolledBack", timeout=30)

@@ -139,7 +139,8 @@ def configure(
     port = int(os.environ.get("TORCHROLLOUT_METRICS_PORT", "8000"))
     if port:
         start_http_server(port, registry=metrics.registry)
-    cluster = KubernetesCluster(_api_client())
+    api = _api_client()
+    cluster = KubernetesCluster(api)
     evaluation = EvaluationSender(
         on_error=lambda message: logger.warning("%s", message),
         token_for=lambda _md: os.environ.get("TORCHROLLOUT_EVALUATION_TOKEN") or None,
@@ -166,18 +167,17 @@ def configure(
         ),
     )
     memo["runtime"] = Runtime(reconciler)
-    _check_rights(logger)
+    _check_rights(api, logger)
     logger.info("torchrollout: Prometheus at %s, metrics on :%s", prometheus, port or "(off)")
 
 
-def _check_rights(logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+def _check_rights(api: Any, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     """Say once, at start-up, in which watched namespaces the operator may not work."""
     from torchrollout.operator.kube import allowed
 
     namespaces = watched_names(os.environ.get("TORCHROLLOUT_WATCH_NAMESPACES", "").splitlines())
     if not namespaces:
         return
-    api = _api_client()
     refused = missing_rights(lambda namespace, right: allowed(api, namespace, right), namespaces)
     for namespace, rights in refused.items():
         logger.error("%s", refusal_message(namespace, rights))

@@ -56,6 +56,7 @@ from torchrollout.operator.routers import (
 from torchrollout.operator.scaling import autoscale, reported, stable_desired
 from torchrollout.operator.telemetry import OperatorMetrics
 from torchrollout.render import DEFAULT_PROMETHEUS_URL, names, plan, route_names
+from torchrollout.spec.checks import ResolvedCheck
 from torchrollout.spec.document import (
     API_VERSION,
     KIND,
@@ -320,16 +321,19 @@ class Reconciler:
         )
 
     def _measure_fast(self, md: ModelDeployment) -> dict[str, Any]:
-        measured = measure_fast(self.provider, md)
-        problem = self.evaluation.problem(md) if self.evaluation is not None else None
-        if problem is None:
-            return measured
-        return without_labels(measured, fast_checks(md.spec), problem)
+        return self._labels_checked(md, measure_fast(self.provider, md), fast_checks(md.spec))
 
     def _measure(self, md: ModelDeployment) -> dict[str, Any]:
         canary, stable = rollout_targets(md)
         checks = md.spec.canary.analysis.resolved_checks()
         measured = measure_tick(self.provider, checks, canary=canary, stable=stable)
+        return self._labels_checked(md, measured, checks)
+
+    def _labels_checked(
+        self, md: ModelDeployment, measured: dict[str, Any], checks: list[ResolvedCheck]
+    ) -> dict[str, Any]:
+        """The measurements, with label-based checks an Error while the evaluation dataset
+        cannot be sent (without labeled traffic they say nothing about the model)."""
         problem = self.evaluation.problem(md) if self.evaluation is not None else None
         return measured if problem is None else without_labels(measured, checks, problem)
 
