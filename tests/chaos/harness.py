@@ -215,7 +215,7 @@ class Role:
 
 # Good canaries run 3 replicas: at 60% the canary has 2, so promoting scales it up before
 # the switch. Promoting and rolling back still settle within one reconcile on kwok's pods,
-# so the killer seldom sees them in status; kills inside them show as lost Events.
+# so the killer seldom sees them in status; it aims at them when it does.
 FLEET = (
     Role("good-a", GOOD, promotes=True, replicas=3),
     Role("good-b", GOOD, promotes=True, replicas=3),

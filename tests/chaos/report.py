@@ -24,6 +24,7 @@ MUST_BE_ZERO = (
     "lost transitions",
     "duplicated transitions",
     "duplicated events",
+    "lost events",
     "weight not 0 when settled",
     "orphans",
     "superseded revisions still running",
@@ -79,10 +80,11 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Checked after every rollout, zero unless the Outcome column names them: "
         + ", ".join(MUST_BE_ZERO)
-        + ". The other counters are measurements: the operator's mean restart time, "
-        "tracebacks it logged and recovered from, Error ticks, and *lost events*: transition "
-        "Events the operator never posted because it was killed after writing the status "
-        "and before posting (Events are posted after the status write, at most once).",
+        + ". Events are written into the status with the transition they announce and "
+        "posted after it under fixed names, so a kill between the two loses none and a "
+        "repost is refused as a duplicate. The other counters are measurements: the "
+        "operator's mean restart time, tracebacks it logged and recovered from, and Error "
+        "ticks.",
         "",
     ]
     findings = [(name, f) for name in names for f in results[name]["findings"]]

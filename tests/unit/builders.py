@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
-from torchrollout.engine import CheckMeasurements
+from torchrollout.engine import CheckMeasurements, Event
+from torchrollout.operator.announcements import creator
+from torchrollout.operator.cluster import FakeCluster
 from torchrollout.simulation import load_resource, parse_ticks, replay
 from torchrollout.spec import ModelDeployment, ModelDeploymentStatus
 
@@ -93,3 +96,17 @@ def measured(checks: dict[str, Any]) -> dict[str, CheckMeasurements]:
     """Measurements written as in a ticks file."""
     (parsed,) = parse_ticks([json.dumps({"t": 0, "checks": checks})])
     return parsed.checks
+
+
+def event_recorder(events: list[Event], cluster: FakeCluster) -> Callable[[dict[str, Any]], bool]:
+    """An Event sink for a Reconciler: creates each Event in `cluster` (which refuses a second
+    of the same name, as the API server does) and keeps those created in `events`."""
+    create = creator(cluster)
+
+    def post(obj: dict[str, Any]) -> bool:
+        created = create(obj)
+        if created:
+            events.append(Event(obj["type"], obj["reason"], obj["message"]))
+        return created
+
+    return post

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.unit.builders import event_recorder
 from tests.unit.test_reconcile import NAME, NS, World
 from torchrollout.operator.cluster import ClusterError, FakeCluster
 from torchrollout.operator.reconcile import Reconciler
@@ -87,7 +88,7 @@ def test_a_restarted_operator_and_a_replica_change_build_nothing() -> None:
     world.reconciler = Reconciler(
         world.cluster,
         world.provider,
-        post_event=lambda _body, event: world.events.append(event),
+        post_event=event_recorder(world.events, world.cluster),
         clock=lambda: world.now,
     )
     world.set_spec(runtime={"replicas": 3})

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.unit.builders import BASE, merged
+from tests.unit.builders import BASE, event_recorder, merged
 from torchrollout.engine import Event, Measurement
 from torchrollout.metrics import StaticProvider
 from torchrollout.operator.cluster import FakeCluster
@@ -39,7 +39,7 @@ class World:
         self.reconciler = Reconciler(
             self.cluster,
             self.provider,
-            post_event=lambda _body, event: self.events.append(event),
+            post_event=event_recorder(self.events, self.cluster),
             clock=lambda: self.now,
         )
 
@@ -343,7 +343,7 @@ def test_an_invalid_spec_is_reported_in_a_condition_and_nothing_is_created() -> 
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "InvalidSpec"
     assert "spec.canary.steps: steps must increase strictly" in degraded["message"]
-    assert {kind for kind, _, _ in world.cluster.objects} == {KIND}
+    assert {kind for kind, _, _ in world.cluster.objects} == {KIND, "Event"}
     writes = len(world.cluster.writes)
     world.reconcile(10)
     assert len(world.cluster.writes) == writes  # reported once
@@ -385,7 +385,7 @@ def test_a_restarted_operator_resumes_without_a_double_transition(restart_after:
     world.reconciler = Reconciler(
         world.cluster,
         world.provider,
-        post_event=lambda _b, e: world.events.append(e),
+        post_event=event_recorder(world.events, world.cluster),
         clock=lambda: world.now,
     )
     world.reconcile(0)

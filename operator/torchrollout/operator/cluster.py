@@ -136,6 +136,12 @@ class FakeCluster:
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         key = self._key(obj["kind"], meta["namespace"], meta["name"])
+        if key in self.objects:
+            raise ClusterError(
+                f"{obj['kind']} {meta['namespace']}/{meta['name']} already exists",
+                status=409,
+                transient=False,
+            )
         self.objects[key] = copy.deepcopy(obj)
         self.writes.append(("create", obj["kind"], meta["name"]))
         return copy.deepcopy(obj)

@@ -24,7 +24,6 @@ rights are checked at start-up), KUBECONFIG (outside a cluster).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import threading
@@ -36,7 +35,6 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from torchrollout.engine import Event
 from torchrollout.metrics import PrometheusProvider
 from torchrollout.operator.access import missing_rights, refusal_message, watched_names
 from torchrollout.operator.cluster import ClusterError
@@ -92,10 +90,6 @@ class Runtime:
             self.locks.pop(key, None)
 
 
-def _post_event(body: dict[str, Any], event: Event) -> None:
-    kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
-
-
 def _api_client() -> Any:
     from kubernetes import client, config
 
@@ -148,7 +142,6 @@ def configure(
     reconciler = Reconciler(
         cluster,
         PrometheusProvider(prometheus),
-        post_event=_post_event,
         metrics=metrics,
         evaluation=evaluation,
         notifier=Notifier(
@@ -248,11 +241,7 @@ async def look_again(
                     if time.monotonic() < runtime.next_run.get(key, 0.0) and not _waiting(body):
                         continue
             try:
-                # kopf.event reads kopf's context variables: run in a copy of the daemon's.
-                context = contextvars.copy_context()
-                await loop.run_in_executor(
-                    runtime.executor, context.run, _reconcile, memo, namespace, name
-                )
+                await loop.run_in_executor(runtime.executor, _reconcile, memo, namespace, name)
             except (kopf.TemporaryError, kopf.PermanentError) as exc:
                 logger.error("%s", exc)  # _reconcile has set the next look, 5 s on
             except Exception:

@@ -5,12 +5,14 @@ from a possibly stale event body), measures the checks when a tick is due, asks 
 engine what to do, applies the renderers' plan, reads back the weight the router
 achieved, and writes the status only when it changed. Transitions that need no waiting
 (a rollback once the weight is 0, a promotion once the canary is full) are settled in
-the same call. Events are posted after the status is written, so a crash in between
-repeats nothing a user would see twice.
+the same call. Events are written into the status with it and posted after it, each
+once (`torchrollout.operator.announcements`), so a crash in between loses none and
+repeats none.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from torchrollout.engine import (
 from torchrollout.engine.fast import fast_checks, watching
 from torchrollout.errors import SpecError
 from torchrollout.metrics import MetricProvider, measure_fast, measure_tick, rollout_targets
+from torchrollout.operator.announcements import EventSink, creator, post_pending, with_pending
 from torchrollout.operator.archives import (
     BuildState,
     archive_condition,
@@ -64,9 +67,15 @@ from torchrollout.spec.document import (
     compute_revision,
     parse_model_deployment,
 )
-from torchrollout.spec.status import Condition, ModelDeploymentStatus, Phase, without_nulls
+from torchrollout.spec.status import (
+    Condition,
+    ModelDeploymentStatus,
+    PendingEvent,
+    Phase,
+    without_nulls,
+)
 
-EventSink = Callable[[dict[str, Any], Event], None]
+log = logging.getLogger(__name__)
 IDLE_RESYNC = 60.0
 NOTIFY_RECHECK = 5.0
 
@@ -92,7 +101,7 @@ class Reconciler:
         cluster: ClusterApi,
         provider: MetricProvider,
         *,
-        post_event: EventSink,
+        post_event: EventSink | None = None,
         clock: Callable[[], datetime] = utc_now,
         metrics: OperatorMetrics | None = None,
         evaluation: EvaluationSender | None = None,
@@ -104,7 +113,7 @@ class Reconciler:
     ) -> None:
         self.cluster = cluster
         self.provider = provider
-        self.post_event = post_event
+        self.post_event = post_event or creator(cluster)  # Events: created once by name
         self.clock = clock
         self.metrics = metrics or OperatorMetrics()
         self.evaluation = evaluation
@@ -211,12 +220,12 @@ class Reconciler:
             # Labeled samples now, so the next tick's accuracy has something to count.
             self.evaluation.submit(md)
         status = _with_conditions(md.status, extra_conditions, now, md.metadata.generation)
+        status = with_pending(status, body["metadata"], events, now)
         written = self._write_status(body, status)
-        for event in events:
-            self.post_event(body, event)
+        posted = self._announce(body, status.pending_events)
         queued = 0
-        if self.notifier is not None and self.notifier.destinations(md):
-            queued = self.notifier.enqueue(md, status, events)  # never waits for delivery
+        if posted and self.notifier is not None and self.notifier.destinations(md):
+            queued = self.notifier.enqueue(md, status, posted)  # never waits for delivery
         self.metrics.canary_weight.labels(md.metadata.namespace, md.metadata.name).set(
             status.canary_weight
         )
@@ -443,17 +452,42 @@ class Reconciler:
         degraded: dict[str, Any] = next(
             (c for c in old.get("conditions", []) if c.get("type") == "Degraded"), {}
         )
+        stored = [PendingEvent.model_validate(p) for p in old.get("pendingEvents") or []]
         if degraded.get("reason") == "InvalidSpec" and degraded.get("message") == message:
+            self._announce(body, stored)  # an operator killed after the write left them
             return Outcome(requeue_after=None)
+        event = Event("Warning", "InvalidSpec", message)
+        status = ModelDeploymentStatus(pending_events=stored)
+        pending = with_pending(status, meta, [event], self.clock()).pending_events
         self.cluster.patch_status(
             meta["namespace"],
             meta["name"],
-            {"conditions": conditions, "message": f"invalid spec: {message}"},
+            {
+                "conditions": conditions,
+                "message": f"invalid spec: {message}",
+                "pendingEvents": [p.model_dump(mode="json", by_alias=True) for p in pending],
+            },
         )
-        event = Event("Warning", "InvalidSpec", message)
-        self.post_event(body, event)
+        self._announce(body, pending)
         self.metrics.reconcile_errors.labels("invalid-spec").inc()
         return Outcome(requeue_after=None, status_written=True, events=[event])
+
+    def _announce(self, body: dict[str, Any], pending: list[PendingEvent]) -> list[Event]:
+        """Posts `pending` (the status's pendingEvents, already written) and keeps in the
+        status only those the API server failed to take for now; returns the Events created
+        by this call (an Event posted before a restart is not created again)."""
+        if not pending:
+            return []
+        meta = body["metadata"]
+        created, left, problems = post_pending(self.post_event, meta, pending)
+        for problem in problems:
+            log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
+        self.cluster.patch_status(
+            meta["namespace"],
+            meta["name"],
+            {"pendingEvents": [p.model_dump(mode="json", by_alias=True) for p in left]},
+        )
+        return created
 
 
 def _warning_once(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from pydantic.alias_generators import to_camel
 
 HISTORY_LIMIT = 20
+PENDING_EVENTS_LIMIT = 32
 
 
 def without_nulls(value: Any) -> Any:
@@ -113,6 +114,18 @@ class HistoryEntry(StatusModel):
     had to start first."""
 
 
+class PendingEvent(StatusModel):
+    """An Event decided with this status and not yet posted. The operator writes it here
+    first, then creates it under `name`, then removes it: an operator killed in between posts
+    it after its restart, and the fixed name keeps it from being posted twice."""
+
+    name: str
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+    at: datetime
+
+
 class WarmRevision(StatusModel):
     """The previous stable, kept at the stable's replica count after a promotion, so that a
     revert to it moves traffic at once; scaled to zero at `scaleDownAt`."""
@@ -203,6 +216,9 @@ class ModelDeploymentStatus(StatusModel):
     """Archives built into the store, newest last: the digest each revision's pods verify."""
     scaling: list[RevisionScaling] = Field(default_factory=list, max_length=4)
     """Replicas of the stable and the canary revision, desired and current, and why."""
+    pending_events: list[PendingEvent] = Field(default_factory=list)
+    """Events written with this status and not yet posted (empty once they are); at most
+    `PENDING_EVENTS_LIMIT`, the oldest dropped first."""
 
     def scaling_of(self, revision: str | None) -> RevisionScaling | None:
         return next((s for s in self.scaling if s.revision == revision), None)
