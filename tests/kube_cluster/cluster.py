@@ -44,7 +44,7 @@ from torchrollout.local.prometheus import log_tail
 from .build import Toolchain, toolchain
 from .pki import Pki, make_pki
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"  # room for a fleet of thousands of Services (bench/)
 SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service: first address of the range
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 120.0

@@ -8,6 +8,7 @@ are not.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubernetes.client import (
@@ -37,9 +38,25 @@ def _translate(exc: Exception, what: str) -> ClusterError:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", "") or str(exc)
     transient = status is None or status in {409, 429} or status >= 500
-    return ClusterError(
-        f"{what}: HTTP {status} {reason}".strip(), status=status, transient=transient
-    )
+    message = f"{what}: HTTP {status} {reason}".strip()
+    said = _status_message(getattr(exc, "body", None))
+    if said:  # what the API server says is wrong: a field, a quota, a full IP range
+        message = f"{message}: {said}"
+    return ClusterError(message, status=status, transient=transient)
+
+
+def _status_message(body: object) -> str:
+    """The `message` of the Status object an API server answers an error with, if any."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if not isinstance(body, str):
+        return ""
+    try:
+        said = json.loads(body)
+    except ValueError:
+        return ""
+    message = said.get("message") if isinstance(said, dict) else None
+    return message if isinstance(message, str) else ""
 
 
 class KubernetesCluster:
