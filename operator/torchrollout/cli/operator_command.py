@@ -76,13 +76,21 @@ def operator(
             "the webhook URL."
         ),
     ] = None,
+    resync_seconds: Annotated[
+        float,
+        typer.Option(
+            help="How long a resource with nothing due waits before it is looked at again "
+            "(drift of the objects it owns); its changes are seen at once, and the engine's "
+            "call-backs (ticks, the fast watch) are exact."
+        ),
+    ] = 300.0,
     timer_seconds: Annotated[
         float,
         typer.Option(
-            help="How long a resource with nothing due waits before it is looked at again; "
-            "the engine's call-backs (ticks, the fast watch) are exact."
+            help="The longest a resource's watcher sleeps without checking for a request "
+            "annotation or a new spec the watch has not delivered."
         ),
-    ] = 2.0,
+    ] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the operator until interrupted."""
@@ -99,13 +107,18 @@ def operator(
             raise typer.BadParameter(str(exc), param_hint="--default-notification") from exc
     os.environ["TORCHROLLOUT_DEFAULT_NOTIFICATIONS"] = "\n".join(default_notification or ())
     os.environ["TORCHROLLOUT_WATCH_NAMESPACES"] = "\n".join(namespace or ())
-    _check_values(prometheus_url=prometheus_url, liveness=liveness, timer_seconds=timer_seconds)
+    _check_values(
+        prometheus_url=prometheus_url,
+        liveness=liveness,
+        seconds={"--timer-seconds": timer_seconds, "--resync-seconds": resync_seconds},
+    )
     # The kubernetes client reads KUBECONFIG once, at import: set everything first.
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     os.environ["TORCHROLLOUT_PROMETHEUS_URL"] = prometheus_url
     os.environ["TORCHROLLOUT_METRICS_PORT"] = str(metrics_port)
     os.environ["TORCHROLLOUT_TIMER_SECONDS"] = str(timer_seconds)
+    os.environ["TORCHROLLOUT_RESYNC_SECONDS"] = str(resync_seconds)
     if archive_store:
         if not re.fullmatch(STORE_URI_PATTERN, archive_store):
             raise typer.BadParameter(
@@ -130,7 +143,7 @@ def operator(
 
     kopf.configure(verbose=verbose)
     if not verbose:
-        # kopf logs every timer call; with many resources that drowns what matters.
+        # kopf logs every handler call; with many resources that drowns what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     elector = None
@@ -150,12 +163,13 @@ def operator(
         elector.release()
 
 
-def _check_values(*, prometheus_url: str, liveness: str | None, timer_seconds: float) -> None:
+def _check_values(*, prometheus_url: str, liveness: str | None, seconds: dict[str, float]) -> None:
     """BadParameter (exit 2) for a flag value the operator would fail on later."""
-    if not math.isfinite(timer_seconds) or timer_seconds <= 0:
-        raise typer.BadParameter(
-            f"{timer_seconds:g}: give a positive number of seconds", param_hint="--timer-seconds"
-        )
+    for hint, value in seconds.items():
+        if not math.isfinite(value) or value <= 0:
+            raise typer.BadParameter(
+                f"{value:g}: give a positive number of seconds", param_hint=hint
+            )
     for hint, url in (("--prometheus-url", prometheus_url), ("--liveness", liveness)):
         if url is not None and not _is_http_url(url):
             raise typer.BadParameter(f"{url!r}: give an http:// or https:// URL", param_hint=hint)

@@ -4,16 +4,18 @@
 module. Create, update and resume events reconcile at once. Between events, one coroutine
 per resource (a kopf daemon) sleeps until the time the last reconciliation asked to be
 called back at (the next analysis tick, the fast watch, a canary becoming ready), or, when
-nothing is due, for TORCHROLLOUT_TIMER_SECONDS; it is woken early whenever a reconciliation
-changes that time, and then also looks for a manual request or a new generation waiting.
+nothing is due, for TORCHROLLOUT_RESYNC_SECONDS; it is woken early whenever a reconciliation
+changes that time. Every TORCHROLLOUT_TIMER_SECONDS it also looks, in memory, for a manual
+request or a new generation that no event has reconciled yet.
 One lock per resource keeps it and the event handlers from deciding concurrently;
 everything else lives in the resource's status, so a restarted operator carries on from
 there.
 
 Settings, from the environment (`torchrollout operator` sets them from its options):
 TORCHROLLOUT_PROMETHEUS_URL (default http://prometheus-operated.monitoring:9090),
-TORCHROLLOUT_METRICS_PORT (default 8000, 0 to disable), TORCHROLLOUT_TIMER_SECONDS
-(default 2), TORCHROLLOUT_ARCHIVE_STORE (the archive store of resources that name none),
+TORCHROLLOUT_METRICS_PORT (default 8000, 0 to disable), TORCHROLLOUT_RESYNC_SECONDS
+(default 300), TORCHROLLOUT_TIMER_SECONDS (default 30), TORCHROLLOUT_ARCHIVE_STORE (the
+archive store of resources that name none),
 TORCHROLLOUT_EVALUATION_TOKEN (bearer token for https evaluation datasets),
 TORCHROLLOUT_NETWORK_POLICY_METRICS_NAMESPACE (set: a NetworkPolicy per resource, metrics
 admitted from this namespace), TORCHROLLOUT_DEFAULT_NOTIFICATIONS (one default notification
@@ -51,7 +53,8 @@ from torchrollout.spec.document import (
 )
 
 STORAGE_PREFIX = "operator.torchrollout.io"
-TIMER_SECONDS = float(os.environ.get("TORCHROLLOUT_TIMER_SECONDS", "2"))
+TIMER_SECONDS = float(os.environ.get("TORCHROLLOUT_TIMER_SECONDS", "30"))
+RESYNC_SECONDS = float(os.environ.get("TORCHROLLOUT_RESYNC_SECONDS", "300"))
 
 
 Key = tuple[str, str]
@@ -114,7 +117,7 @@ def configure(
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=STORAGE_PREFIX)
     settings.persistence.finalizer = f"{STORAGE_PREFIX}/finalizer"
-    # Events only where the reconciler posts them, not for every log line.
+    # kopf posts an Event only for an error it logs; the reconciler posts its own.
     settings.posting.level = logging.ERROR
     # Watches end server-side after 5 minutes and are re-established; a silent connection
     # is dropped after 6, so a lost watch never goes unnoticed for long.
@@ -155,6 +158,7 @@ def configure(
         ),
         archive_store=os.environ.get("TORCHROLLOUT_ARCHIVE_STORE") or None,
         prometheus_url=prometheus,
+        resync_seconds=RESYNC_SECONDS,
         network_policy_metrics_namespace=(
             os.environ.get("TORCHROLLOUT_NETWORK_POLICY_METRICS_NAMESPACE") or None
         ),

@@ -76,7 +76,7 @@ from torchrollout.spec.status import (
 )
 
 log = logging.getLogger(__name__)
-IDLE_RESYNC = 60.0
+RESYNC_SECONDS = 300.0
 NOTIFY_RECHECK = 5.0
 
 
@@ -110,6 +110,7 @@ class Reconciler:
         prometheus_url: str = DEFAULT_PROMETHEUS_URL,
         network_policy_metrics_namespace: str | None = None,
         settle_limit: int = 4,
+        resync_seconds: float = RESYNC_SECONDS,
     ) -> None:
         self.cluster = cluster
         self.provider = provider
@@ -123,6 +124,8 @@ class Reconciler:
         # Set: each ModelDeployment gets a NetworkPolicy; unset, NetworkPolicies are not touched.
         self.network_policy_metrics_namespace = network_policy_metrics_namespace
         self.settle_limit = settle_limit
+        # With nothing due, look again after this long (drift of the objects it owns).
+        self.resync_seconds = resync_seconds
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         body = self.cluster.get(API_VERSION, KIND, namespace, name)
@@ -235,11 +238,11 @@ class Reconciler:
             requeue = 1.0  # waiting on the platform (weights, replicas): look again soon
         autoscaling = md.spec.autoscaling
         if autoscaling is not None and autoscaling.engine == "prometheus":
-            requeue = min(requeue or IDLE_RESYNC, autoscaling.interval_seconds)
+            requeue = min(requeue or self.resync_seconds, autoscaling.interval_seconds)
         if queued:  # look again soon, to report how the delivery went
-            requeue = min(requeue if requeue is not None else IDLE_RESYNC, NOTIFY_RECHECK)
+            requeue = min(requeue if requeue is not None else self.resync_seconds, NOTIFY_RECHECK)
         return Outcome(
-            requeue_after=requeue if requeue is not None else IDLE_RESYNC,
+            requeue_after=requeue if requeue is not None else self.resync_seconds,
             status_written=written,
             events=events,
         )
