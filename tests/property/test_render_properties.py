@@ -103,6 +103,21 @@ def with_status(md: ModelDeployment, phase: Phase, step: int | None) -> ModelDep
     return md.model_copy(update={"status": md.status.model_copy(update=fields)})
 
 
+SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "/bin/sh", "/bin/bash", "/usr/bin/env"})
+
+
+def shell_problems(obj: dict[str, Any]) -> list[str]:
+    """Containers that would hand their command line to a shell (where a spec string with
+    `;`, `$(...)` or a backquote would run as a command): every one must be exec form."""
+    pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+    problems = []
+    for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+        command = [*container.get("command", []), *container.get("args", [])]
+        if not command or command[0] in SHELLS or "-c" in command[:2]:
+            problems.append(f"{obj['kind']} {container['name']}: {command[:3]}")
+    return problems
+
+
 phases = st.sampled_from(list(Phase))
 steps_indices = st.none() | st.integers(0, 25)
 stable_replica_counts = st.integers(1, 50)
@@ -162,7 +177,8 @@ def test_hostile_strings_the_spec_accepts_still_render_valid_objects(
     document: dict[str, Any], phase: Phase, step: int | None
 ) -> None:
     """A string the spec lets through (in any field) never yields an object the API server
-    would refuse for its names or labels: the spec, not the cluster, says what is wrong."""
+    would refuse for its names or labels (the spec, not the cluster, says what is wrong),
+    nor reaches a shell: every container runs its command in exec form."""
     try:
         md = parse_model_deployment(document)
     except SpecError:
@@ -171,6 +187,7 @@ def test_hostile_strings_the_spec_accepts_still_render_valid_objects(
     assume(DNS_LABEL.fullmatch(md.metadata.namespace) is not None)
     objects = render_everything(with_status(md, phase, step), stable_replicas=2, store=None)
     assert [p for obj in objects for p in name_problems(obj)] == []
+    assert [p for obj in objects for p in shell_problems(obj)] == []
 
 
 def _at(path: str, value: Any) -> dict[str, Any]:
