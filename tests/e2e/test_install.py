@@ -104,7 +104,9 @@ def test_the_plain_manifests_are_accepted_by_the_api_server(
         ("watch", "modeldeployments.torchrollout.io", "", True),
         ("patch", "modeldeployments.torchrollout.io/status", "models", True),
         ("create", "deployments.apps", "models", True),
-        ("delete", "services", "models", True),
+        ("delete", "deployments.apps", "models", True),  # superseded revisions
+        ("delete", "services", "models", False),  # they go with their ownerReferences
+        ("update", "deployments.apps", "models", False),  # merge patches only
         ("create", "httproutes.gateway.networking.k8s.io", "models", True),
         ("create", "events", "models", True),
         ("create", "jobs.batch", "models", True),  # archive builds

@@ -9,6 +9,7 @@ are scheduled and turn Ready without any container running.
         cluster.kubeconfig            # admin (system:masters)
         cluster.kubectl("get", "nodes")
         cluster.token_kubeconfig("torchrollout", "torchrollout-system", path)  # a ServiceAccount's
+        cluster.audit_events(user)    # what a ServiceAccount asked of the API server
 
 Every wait is bounded; a process that exits or a wait that runs out raises `ClusterError`
 with that process's log tail. Children get SIGKILL from the kernel if this process dies
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -49,6 +51,21 @@ SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service: first address of the range
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT = 120.0
 ETCD_TIMEOUT = 30.0
+
+# The API server's audit log records what ServiceAccounts outside kube-system ask (the
+# operator under test, a chart's accounts): verb, resource, user and response code, no
+# bodies. Everything else, the controller-manager's per-controller accounts included, is not
+# recorded, so other tests pay next to nothing for it.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 
 
 class ClusterError(Exception):
@@ -223,6 +240,26 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON event a line (see AUDIT_POLICY)."""
+        return self.workdir / "logs" / "audit.log"
+
+    def audit_events(self, username: str | None = None) -> list[dict[str, Any]]:
+        """The audit log's events so far, of `username` only when given (a ServiceAccount is
+        `system:serviceaccount:NAMESPACE:NAME`); a request shows once per stage it reached
+        (a watch: ResponseStarted, then ResponseComplete when it ends)."""
+        if not self.audit_log.exists():
+            return []
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            if not line.endswith("}") or (username and f'"{username}"' not in line):
+                continue  # a line being written, or another user's
+            event: dict[str, Any] = json.loads(line)
+            if username is None or event.get("user", {}).get("username") == username:
+                events.append(event)
+        return events
 
     def binary(self, name: str) -> Path:
         return self.tools.binary(name)
@@ -412,6 +449,8 @@ class ControlPlane:
 
     def _apiserver_argv(self) -> list[str]:
         pki = self.pki
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         return [
             str(self.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
@@ -428,6 +467,10 @@ class ControlPlane:
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=1024",  # MB: no rotation within a test run
             "--profiling=false",
             "--v=1",
         ]
