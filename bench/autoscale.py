@@ -1,12 +1,12 @@
 """How fast the operator's own autoscaling (`autoscaling.engine: prometheus`) follows a load
 signal, against the fastest its policy allows.
 
-    .venv/bin/python bench/autoscale.py [--runs 3] [--interval 2s] [--period 1] [--timer-seconds 2]
+    .venv/bin/python bench/autoscale.py [--runs 3] [--interval 2s] [--period 1]
         [--scale-up-stabilization 0] [--scale-down-stabilization 10]
         [--min-replicas 1] [--max-replicas 10]
 
-As tests/e2e/test_prometheus_scaling.py: the real `torchrollout operator` (timer at its
-default 2 s), the control plane of tests/kube_cluster (kwok's pods), a real Prometheus
+As tests/e2e/test_prometheus_scaling.py: the real `torchrollout operator` (its default
+settings), the control plane of tests/kube_cluster (kwok's pods), a real Prometheus
 scraping the test exporter every 1 s; a ModelDeployment scales on `signal: query`, its
 revision's gauge `test_load`, target 10. Each run sets the load to 2.5x the target until
 spec.replicas of its Deployment is max, then to 0.1x until min, timed from the change.
@@ -22,11 +22,12 @@ S_up, S_down: the stabilization windows; scrape: the new value is seen up to 1 s
 the first read may come a whole interval after that. So 1.0 is an operator without overhead
 whose reads fall worst; a luckier phase measures less. Not in the floor: PromQL's 1m rate
 window (a gauge is read as it is; the query has no {{ interval }}); the reconcile, the
-Deployment's update, the kopf timer's phase (the overhead measured). Caveats: with S_up > 0
-every step waits out the window again, which the floor counts once. The down window runs
-from the last read that saw the high load, up to an interval before the change or a scrape
-after it (printed), and the status keeps times to the whole second: from the change, the
-policy's own down time lies in about [S_down - interval - 1 s, S_down + interval + scrape].
+Deployment's update, the phase of the operator's call-backs (the overhead measured).
+Caveats: with S_up > 0 every step waits out the window again, which the floor counts once.
+The down window runs from the last read that saw the high load, up to an interval before
+the change or a scrape after it (printed), and the status keeps times to the whole second:
+from the change, the policy's own down time lies in about
+[S_down - interval - 1 s, S_down + interval + scrape].
 Targets: both worst ratios <= 1.2. Exit code 1 if one is missed or replicas left [min, max].
 Run by hand; not part of the test suite. Work files go to a temp dir, removed.
 """
@@ -132,7 +133,7 @@ def measure(args: argparse.Namespace, spec: dict[str, Any], hold: float) -> tupl
         port, env = free_port(), {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         argv = [str(BIN / "torchrollout"), "operator", "--all-namespaces"]
         argv += [f"--kubeconfig={plane.kubeconfig}", f"--prometheus-url={prometheus.url}"]
-        argv += [f"--metrics-port={port}", f"--timer-seconds={args.timer_seconds}"]
+        argv += [f"--metrics-port={port}"]
         metrics = f"http://127.0.0.1:{port}/metrics"
         (operator := OperatorProcess(argv, Path(tmp) / "operator.log", env, metrics)).start()
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
@@ -174,7 +175,6 @@ def main() -> int:
     parser.add_argument("--scale-down-stabilization", type=int, default=10, help="seconds")
     parser.add_argument("--min-replicas", type=int, default=1)
     parser.add_argument("--max-replicas", type=int, default=10)
-    parser.add_argument("--timer-seconds", type=float, default=2.0, help="operator's timer")
     args = parser.parse_args()
     spec: dict[str, Any] = {
         "engine": "prometheus", "signal": "query", "query": QUERY, "target": TARGET,

@@ -75,7 +75,7 @@ def usage(pid: int) -> tuple[float, float]:
 
 
 def start_operator(kubeconfig: Path, workdir: Path) -> OperatorProcess:
-    """The operator as a user runs it: every namespace, default timers, no Prometheus."""
+    """The operator as a user runs it: every namespace, default settings, no Prometheus."""
     port = free_port()
     argv = [
         str(Path(sys.executable).parent / "torchrollout"),

@@ -17,7 +17,7 @@ the canary's start (its first decision) to when the router had applied the outco
 interval: rollback <= 1.2, promotion <= 1.1.
 
 Revert time, measured in the same run: the real `torchrollout operator` process (kopf, its
-timer at the default 2 s, the real Reconciler) against the real control plane of
+default settings, the real Reconciler) against the real control plane of
 tests/kube_cluster (kube-apiserver, controller-manager, scheduler, kwok's pods, which turn
 Ready as soon as they are scheduled). A ModelDeployment with 2 replicas deploys 1.0.0, then
 2.0.0 is promoted (by the promote annotation: no Prometheus involved). Then, side by side:
@@ -30,9 +30,9 @@ Ready as soon as they are scheduled). A ModelDeployment with 2 replicas deploys 
 Measured from the patch of spec.model.version to the moment the client Service `fraud`
 has, as its ready endpoints (the EndpointSlices kube-proxy routes by), exactly the old
 stable's 2 pods: 100% of traffic on it. The status's Succeeded is timed too. Target: a
-warm revert under 2 s; cold is for comparison (pods start, and the operator looks again on
-its timer). kwok starts pods at once, so a real cluster's cold revert is slower by the
-model's start-up time; the warm one is not.
+warm revert under 2 s; cold is for comparison (pods start, and the operator looks again
+every second while it waits for them). kwok starts pods at once, so a real cluster's cold
+revert is slower by the model's start-up time; the warm one is not.
 
 Broken canary, in the same control plane: a canary that answers 100% errors from its first
 request. The operator runs with Prometheus (scraping every 1 s) reading a loopback exporter
@@ -290,7 +290,7 @@ class BrokenCanary(Reverts):
 
 @contextlib.contextmanager
 def operator_process(kubeconfig: Path, workdir: Path, prometheus_url: str) -> Iterator[None]:
-    """`torchrollout operator` watching every namespace, with its default 2 s timer."""
+    """`torchrollout operator` watching every namespace, with its default settings."""
     import httpx
 
     from torchrollout.local.ports import free_port
