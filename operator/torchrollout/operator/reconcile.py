@@ -13,6 +13,7 @@ repeats none.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -236,13 +237,16 @@ class Reconciler:
         requeue = decision.requeue_after
         if requeue == 0:
             requeue = 1.0  # waiting on the platform (weights, replicas): look again soon
+        # Nothing due: resync within the last fifth of the period, so that resources settled
+        # together (an operator restart resumes them all at once) do not come due together.
+        resync = self.resync_seconds * (1 - 0.2 * random.random())
         autoscaling = md.spec.autoscaling
         if autoscaling is not None and autoscaling.engine == "prometheus":
-            requeue = min(requeue or self.resync_seconds, autoscaling.interval_seconds)
+            requeue = min(requeue or resync, autoscaling.interval_seconds)
         if queued:  # look again soon, to report how the delivery went
-            requeue = min(requeue if requeue is not None else self.resync_seconds, NOTIFY_RECHECK)
+            requeue = min(requeue if requeue is not None else resync, NOTIFY_RECHECK)
         return Outcome(
-            requeue_after=requeue if requeue is not None else self.resync_seconds,
+            requeue_after=requeue if requeue is not None else resync,
             status_written=written,
             events=events,
         )
