@@ -152,6 +152,25 @@ def test_a_good_canary_is_promoted_and_the_old_revision_kept_warm_then_at_zero()
     assert world.events[-1].reason == "PreviousStableScaledDown"
 
 
+def test_a_promoted_revision_whose_pods_are_not_all_ready_is_looked_at_again_soon() -> None:
+    """Not at the resync, minutes later: PodsReady says Ready as soon as they are."""
+    world, _, canary = canary_world()
+    world.metrics(canary, 0.93)
+    world.reconcile(1)
+    world.reconcile(30)
+    world.reconcile(30)
+    assert world.status()["phase"] == "Succeeded"
+    world.cluster.set_ready(f"{NAME}-{canary}", NS, ready=0)  # the Deployment catching up
+    outcome = world.reconcile(1)
+    pods = next(c for c in world.status()["conditions"] if c["type"] == "PodsReady")
+    assert (pods["status"], outcome.requeue_after) == ("Unknown", 2.0)
+    world.ready(canary)
+    outcome = world.reconcile(2)
+    pods = next(c for c in world.status()["conditions"] if c["type"] == "PodsReady")
+    assert pods["status"] == "True"
+    assert outcome.requeue_after is not None and outcome.requeue_after > 2.0
+
+
 def services(world: World) -> dict[str, dict[str, str]]:
     return {
         n: o["spec"]["selector"] for (k, _, n), o in world.cluster.objects.items() if k == "Service"

@@ -79,6 +79,7 @@ from torchrollout.spec.status import (
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = 300.0
 NOTIFY_RECHECK = 5.0
+STARTING_RECHECK = 2.0
 
 
 def utc_now() -> datetime:
@@ -197,7 +198,8 @@ class Reconciler:
         if share is not None:
             extra_conditions.append(share)
             events += _warning_once(md, share, "CoarseTrafficShare", by="message")
-        extra_conditions.append(pods_condition(md, workloads, trouble))
+        pods = pods_condition(md, workloads, trouble)
+        extra_conditions.append(pods)
         if scaling.condition is not None:
             extra_conditions.append(scaling.condition)
         md = md.model_copy(
@@ -243,6 +245,10 @@ class Reconciler:
         autoscaling = md.spec.autoscaling
         if autoscaling is not None and autoscaling.engine == "prometheus":
             requeue = min(requeue or resync, autoscaling.interval_seconds)
+        if md.status.phase is Phase.SUCCEEDED and pods.status == "Unknown":
+            # Just promoted (the Deployment is catching up with its new size) or a pod restarting:
+            # look again soon, so PodsReady does not wait for the resync to say Ready.
+            requeue = min(requeue if requeue is not None else resync, STARTING_RECHECK)
         if queued:  # look again soon, to report how the delivery went
             requeue = min(requeue if requeue is not None else resync, NOTIFY_RECHECK)
         return Outcome(
