@@ -32,7 +32,8 @@ class SequenceRegressorHandler(TorchRolloutHandler):
             values = predictions[k]
             error = None
             if inst.labeled:
-                target = torch.tensor(inst.label, dtype=values.dtype)
-                error = float((values - target).abs().mean())
+                # In float64: |prediction - label| of two float32s may overflow a float32.
+                target = torch.tensor(inst.label, dtype=torch.float64)
+                error = float((values.double() - target).abs().mean())
             outcomes.append(Outcome({"prediction": values.tolist()}, abs_error=error))
         return outcomes

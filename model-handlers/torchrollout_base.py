@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,17 @@ class Outcome:
     heads: dict[str, HeadOutcome] = field(default_factory=dict)
 
 
+def finite(answer: Any) -> bool:
+    """Whether every number in an answer (nested dicts and lists) is finite."""
+    if isinstance(answer, float):
+        return math.isfinite(answer)
+    if isinstance(answer, Mapping):
+        return all(finite(v) for v in answer.values())
+    if isinstance(answer, list):
+        return all(finite(v) for v in answer)
+    return True
+
+
 def error_body(message: str) -> dict[str, Any]:
     # Exactly what TorchServe answers for a PredictionException (its "type" included), so a
     # client sees one format for 400s whether its request was batched with others or not.
@@ -158,15 +170,28 @@ class TorchRolloutHandler:
         instances = [i for p in parsed if isinstance(p, ParsedRequest) for i in p.instances]
         outcomes = iter(self.run(instances))
         responses: list[Any] = []
-        all_outcomes: list[Outcome] = []
-        for p in parsed:
-            if isinstance(p, InvalidInput):
-                responses.append(error_body(p.message))
-                continue
-            mine = [next(outcomes) for _ in p.instances]
-            all_outcomes.extend(mine)
-            responses.append(mine[0].body if p.single else {"predictions": [o.body for o in mine]})
-        self.record_metrics(context, parsed, all_outcomes, instances, time.perf_counter() - start)
+        answered: list[tuple[Instance, Outcome]] = []
+        for k, p in enumerate(parsed):
+            if isinstance(p, ParsedRequest):
+                mine = [next(outcomes) for _ in p.instances]
+                blown = next((j for j, o in enumerate(mine) if not finite(o.body)), None)
+                if blown is None:
+                    answered.extend(zip(p.instances, mine, strict=True))
+                    body = mine[0].body if p.single else {"predictions": [o.body for o in mine]}
+                    responses.append(body)
+                    continue
+                refused = self.not_finite(p, blown)
+                parsed[k] = refused
+            else:
+                refused = p
+            responses.append(error_body(refused.message))
+        self.record_metrics(
+            context,
+            parsed,
+            [o for _, o in answered],
+            [i for i, _ in answered],
+            time.perf_counter() - start,
+        )
         errors = [(k, p) for k, p in enumerate(parsed) if isinstance(p, InvalidInput)]
         if len(data) == 1 and errors:
             from ts.utils.util import PredictionException
@@ -177,6 +202,19 @@ class TorchRolloutHandler:
         for k in range(len(data)):
             context.set_response_header(k, BATCH_HEADER, str(len(data)))
         return responses
+
+    def not_finite(self, request: ParsedRequest, k: int) -> InvalidInput:
+        """The refusal of a request whose k-th answer holds NaN or Infinity: finite inputs
+        far outside what the model was trained on can overflow float32 inside the forward,
+        and JSON has no NaN (nor would the metrics' sums recover from one)."""
+        path = "" if request.single else f"instances[{k}]"
+        fields = ", ".join(f"{path}.{s.name}" if path else s.name for s in self.specs)
+        return InvalidInput(
+            fields,
+            "the model's answer for these values is NaN or Infinity "
+            "(are they far outside the range it was trained on?)",
+            instances=len(request.instances),
+        )
 
     # ---- inference -------------------------------------------------------------------
     def run(self, instances: Sequence[Instance]) -> list[Outcome]:
@@ -395,8 +433,9 @@ class ClassifierHandler(TorchRolloutHandler):
                     "prediction": predicted.tolist() if predicted.numel() > 1 else float(predicted)
                 }
                 if t in label:
-                    target = torch.tensor(label[t], dtype=predicted.dtype)
-                    heads[t] = HeadOutcome(abs_error=float((predicted - target).abs().mean()))
+                    target = torch.tensor(label[t], dtype=torch.float64)  # as the regressor
+                    error = float((predicted.double() - target).abs().mean())
+                    heads[t] = HeadOutcome(abs_error=error)
             whole = bool(probs) and all(t in heads for t in probs)
             outcomes.append(
                 Outcome(

@@ -96,6 +96,11 @@ def decode_body(row: Mapping[str, Any]) -> Any:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput("body", f"not valid JSON ({exc})") from None
+        except RecursionError:
+            # Python's decoder gives up on ~1000 levels of nesting; a request has a few.
+            raise InvalidInput(
+                "body", "JSON nested too deeply to decode; a request nests a few levels"
+            ) from None
     return body
 
 
@@ -159,10 +164,12 @@ def parse_request(
     if body is None:
         raise InvalidInput("body", "missing; send JSON with Content-Type: application/json")
     if not isinstance(body, dict):
+        # TorchServe hands a text/* body over as a string, JSON or not.
+        hint = " (with Content-Type: application/json)" if isinstance(body, str) else ""
         raise InvalidInput(
             "body",
             'expected a JSON object: {"instances": [...]} or one instance '
-            f'{{"{specs[0].name}": ...}}, got {_type_name(body)}',
+            f'{{"{specs[0].name}": ...}}{hint}, got {_type_name(body)}',
         )
     if "instances" not in body:
         return ParsedRequest([parse_instance(body, "", specs, parse_label, check)], single=True)
@@ -203,6 +210,15 @@ def parse_class_label(value: Any, field: str, classes: Sequence[str], count: int
     raise InvalidInput(field, f"expected a class index{limit}{names}, got {value!r}")
 
 
+def _finite_float32(numbers: list[int | float]) -> bool:
+    """Whether every number is finite as a float32, as the predictions it is compared with
+    are (an int too large for a float at all, like 10**400, is not)."""
+    try:
+        return bool(torch.isfinite(torch.tensor(numbers, dtype=torch.float32)).all())
+    except (OverflowError, RuntimeError):
+        return False
+
+
 def parse_number_list(value: Any, field: str, length: int) -> list[float]:
     """A regression label: one number (length 1) or a list of `length` finite numbers."""
     items = [value] if length == 1 and not isinstance(value, list) else value
@@ -210,8 +226,8 @@ def parse_number_list(value: Any, field: str, length: int) -> list[float]:
         not isinstance(items, list)
         or len(items) != length
         or any(isinstance(v, bool) or not isinstance(v, int | float) for v in items)
-        or not all(torch.isfinite(torch.tensor(items, dtype=torch.float64)))
+        or not _finite_float32(items)
     ):
         want = "a finite number" if length == 1 else f"a list of {length} finite numbers"
-        raise InvalidInput(field, f"expected {want}, got {value!r}")
+        raise InvalidInput(field, f"expected {want} (float32), got {value!r}")
     return [float(v) for v in items]
