@@ -11,12 +11,16 @@ the end of the session what every scenario injected and what it found is written
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.chaos.harness import RESULTS_PATH, Results
+from tests.chaos.harness import RESULTS_PATH, Fleet, Results
 from tests.e2e.conftest import *  # noqa: F403
+from tests.e2e.conftest import OPERATOR_NAMESPACE, OperatorProcess, start_operator
+from tests.kube_cluster.cluster import ControlPlane
+from torchrollout.local.prometheus import PrometheusServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,3 +55,25 @@ def chaos_results() -> Iterator[Results]:
     results = Results()
     yield results
     results.write(RESULTS_PATH)
+
+
+@pytest.fixture
+def operator(
+    request: pytest.FixtureRequest,
+    kube_cluster: ControlPlane,
+    installed: str,
+    prometheus: PrometheusServer,
+    fleet: Fleet,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator as the chart's ServiceAccount, watching the namespaces of the scenario's
+    `fleet` (a fixture of its module) only; the fleet is deleted while it still runs."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    workdir = tmp_path_factory.mktemp(f"chaos-{name}")
+    token = kube_cluster.token_kubeconfig(installed, OPERATOR_NAMESPACE, workdir / "kubeconfig")
+    args = [f"--namespace={namespace}" for namespace in fleet.namespaces]
+    running = start_operator(token, prometheus, workdir, args=args, name=f"chaos-{name}")
+    yield running
+    fleet.delete()  # while the operator runs: it removes its finalizer
+    time.sleep(1)
+    running.stop()

@@ -146,6 +146,12 @@ def phase_label(md: dict[str, Any]) -> str:
     return str(phase)
 
 
+def analysing(fleet: Fleet) -> bool:
+    """Every canary of the fleet is mid-analysis (at any step: each stays one 3 s tick at a
+    step, so under load two canaries seldom share step 1)."""
+    return all(phase_label(fleet.get(role)).startswith("analysing step") for role in fleet.roles)
+
+
 def event_count(event: Any) -> int:
     """How many times an Event happened: its `count`, or its series' count when aggregated."""
     series = event.series.count if event.series is not None and event.series.count else 0

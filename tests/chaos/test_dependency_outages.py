@@ -19,6 +19,7 @@ from tests.chaos.harness import (
     Results,
     Role,
     ScenarioRecord,
+    analysing,
     expected_outcome,
     outcome,
     phase_label,
@@ -65,12 +66,6 @@ def run_fleet(
     yield made
     for fleet in made:
         fleet.remove_namespaces()
-
-
-def analysing(fleet: Fleet) -> bool:
-    """Every canary of the fleet is mid-analysis (at any step: each stays one 3 s tick at a
-    step, so under load two canaries seldom share step 1)."""
-    return all(phase_label(fleet.get(role)).startswith("analysing step") for role in fleet.roles)
 
 
 def check_outcomes(fleet: Fleet, before: dict[str, str], record: ScenarioRecord) -> None:

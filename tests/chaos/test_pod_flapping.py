@@ -44,6 +44,7 @@ from tests.chaos.harness import (
     Results,
     Role,
     ScenarioRecord,
+    analysing,
     event_count,
     expected_outcome,
     orphans,
@@ -54,16 +55,12 @@ from tests.chaos.harness import (
     transition_events,
 )
 from tests.e2e.conftest import (
-    OPERATOR_NAMESPACE,
     OperatorProcess,
     condition_of,
     model_deployment,
-    start_operator,
 )
-from tests.kube_cluster.cluster import ControlPlane
 from tests.kube_emulator.fixtures import Kubectl, eventually
 from tests.support.exporter import Exporter
-from torchrollout.local.prometheus import PrometheusServer
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -273,30 +270,6 @@ def fleet(api_client: client.ApiClient, kubectl: Kubectl, exporter: Exporter) ->
     made.remove_namespaces()
 
 
-@pytest.fixture
-def operator(
-    kube_cluster: ControlPlane,
-    installed: str,
-    prometheus: PrometheusServer,
-    fleet: Fleet,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    """The operator as the chart's ServiceAccount, watching the fleet's namespaces only."""
-    workdir = tmp_path_factory.mktemp("chaos-flapping")
-    token = kube_cluster.token_kubeconfig(installed, OPERATOR_NAMESPACE, workdir / "kubeconfig")
-    args = [f"--namespace={namespace}" for namespace in fleet.namespaces]
-    running = start_operator(token, prometheus, workdir, args=args, name="flapping")
-    yield running
-    fleet.delete()  # while the operator runs: it removes its finalizer
-    time.sleep(1)
-    running.stop()
-
-
-def analysing(fleet: Fleet) -> bool:
-    """Every canary of the fleet is mid-analysis, at any step."""
-    return all(phase_label(fleet.get(role)).startswith("analysing step") for role in fleet.roles)
-
-
 def events_of(api_client: client.ApiClient, namespace: str, reason: str) -> list[tuple[str, int]]:
     """(message, times) of the Events of `reason` about the resource."""
     return [
@@ -411,7 +384,7 @@ def test_flapping_canary_pods_change_no_outcome(
         fleet.apply(FIRST, first=True)
         fleet.wait_settled(FIRST, 90)
         before = fleet.apply(NEXT)
-        eventually(lambda: analysing(fleet), timeout=45, interval=0.2)
+        eventually(lambda: analysing(fleet), timeout=90, interval=0.2)  # slow under load
         flapper.start()
         fleet.wait_settled(NEXT, SETTLE_TIMEOUT)
         flapper.stop()
