@@ -55,6 +55,7 @@ from torchrollout.spec.document import (
 STORAGE_PREFIX = "operator.torchrollout.io"
 TIMER_SECONDS = float(os.environ.get("TORCHROLLOUT_TIMER_SECONDS", "30"))
 RESYNC_SECONDS = float(os.environ.get("TORCHROLLOUT_RESYNC_SECONDS", "300"))
+RECONCILE_THREADS = 16
 
 
 Key = tuple[str, str]
@@ -72,7 +73,9 @@ class Runtime:
     loop: asyncio.AbstractEventLoop | None = None
     guard: threading.Lock = field(default_factory=threading.Lock)
     executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="reconcile")
+        default_factory=lambda: ThreadPoolExecutor(
+            RECONCILE_THREADS, thread_name_prefix="reconcile"
+        )
     )
 
     def lock(self, key: Key) -> threading.Lock:
@@ -100,7 +103,11 @@ def _api_client() -> Any:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # One kept-alive connection per reconcile thread (and the notifier's and the evaluation
+    # sender's): with fewer, connections are dropped and made again, a TLS handshake each.
+    configuration.connection_pool_maxsize = RECONCILE_THREADS + 8
+    return client.ApiClient(configuration)
 
 
 @kopf.on.startup()
@@ -125,7 +132,7 @@ def configure(
     settings.watching.client_timeout = 360
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = RECONCILE_THREADS
     settings.peering.name = "torchrollout"
     settings.peering.mandatory = False
 
