@@ -11,7 +11,7 @@ import pytest
 from tests.unit.builders import event_recorder
 from tests.unit.test_reconcile import NAME, NS, World
 from torchrollout.operator.cluster import ClusterError, FakeCluster
-from torchrollout.operator.reconcile import Reconciler
+from torchrollout.operator.reconcile import TROUBLE_RECHECK, Reconciler
 
 
 class Killed(BaseException):
@@ -80,8 +80,8 @@ def test_a_transition_event_is_posted_exactly_once(
     if dies:
         with pytest.raises(Killed):
             world.reconcile(1)
-    else:
-        world.reconcile(1)
+    else:  # the operator lives on: it comes back for the Event soon, not at the resync
+        assert world.reconcile(1).requeue_after == TROUBLE_RECHECK
     assert world.status()["phase"] == "Succeeded"  # the transition itself is written
     assert [e["reason"] for e in world.status()["pendingEvents"]] == ["Deployed"]
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from tests.unit.builders import BASE, merged, resource
-from tests.unit.test_reconcile import NAME, NS, World, canary_world
+from tests.unit.test_reconcile import NAME, NS, World, canary_world, deployed
 from torchrollout.errors import SpecError
+from torchrollout.operator.reconcile import TROUBLE_RECHECK
 from torchrollout.operator.routers import IstioRouter
 from torchrollout.render import ingress_weight, route_weight, virtual_service_weight
 from torchrollout.render.routes import GATEWAY_API, INGRESS, ISTIO, NGINX, render_routes
@@ -225,6 +226,18 @@ def test_missing_istio_crds_say_what_to_install_and_the_stable_keeps_all_traffic
     assert (ready["status"], ready["reason"]) == ("False", "IstioNotInstalled")
     assert "virtualservices.networking.istio.io" in ready["message"]
     assert world.status()["canaryWeight"] == 0
+
+
+def test_a_stable_waiting_for_its_router_is_looked_at_again_soon_not_at_the_resync() -> None:
+    """Istio installed after the resource settled is noticed within seconds."""
+    world = deployed(traffic=ROUTERS["istio"])
+    world.cluster.missing_kinds.add("VirtualService")
+    outcome = world.reconcile(1)
+    assert (router_ready(world)["status"], outcome.requeue_after) == ("False", TROUBLE_RECHECK)
+    world.cluster.missing_kinds.discard("VirtualService")
+    outcome = world.reconcile(outcome.requeue_after)
+    assert router_ready(world)["status"] == "True"
+    assert outcome.requeue_after is not None and outcome.requeue_after > TROUBLE_RECHECK
 
 
 def test_istio_weights_are_read_back_from_the_virtual_service() -> None:

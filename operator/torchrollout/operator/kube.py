@@ -9,6 +9,8 @@ are not.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 from kubernetes.client import (
@@ -32,6 +34,7 @@ from torchrollout.operator.cluster import ClusterError, KindNotInstalled
 from torchrollout.spec.document import API_VERSION, KIND
 
 MERGE_PATCH = "application/merge-patch+json"
+MISSING_RECHECK = 10.0  # seconds before a kind the API server did not serve is asked again
 
 
 def _translate(exc: Exception, what: str) -> ClusterError:
@@ -65,28 +68,54 @@ class KubernetesCluster:
     def __init__(self, api_client: ApiClient) -> None:
         self._client = DynamicClient(api_client)  # type: ignore[no-untyped-call]
         self._resources: dict[tuple[str, str], Resource] = {}
+        # Kinds the API server did not serve, and when that was found: asked again only
+        # after MISSING_RECHECK, so a missing CRD costs no discovery on every call.
+        self._missing: dict[tuple[str, str], float] = {}
+        # The discovery cache is shared by every reconcile thread, and invalidating it while
+        # another thread reads it breaks that read (KeyError inside the client): one at a time.
+        self._discovery = threading.Lock()
 
     def _resource(self, api_version: str, kind: str) -> Resource:
         key = (api_version, kind)
-        if key not in self._resources:
-            try:
-                self._resources[key] = self._client.resources.get(
-                    api_version=api_version, kind=kind
+        found = self._resources.get(key)
+        if found is not None:
+            return found
+        with self._discovery:
+            found = self._resources.get(key)
+            if found is not None:
+                return found
+            missing = self._missing.get(key)
+            if missing is None or time.monotonic() - missing >= MISSING_RECHECK:
+                found = self._discover(api_version, kind)
+            if found is None:
+                self._missing.setdefault(key, time.monotonic())
+                raise KindNotInstalled(
+                    f"the API server does not serve {kind} ({api_version})",
+                    status=404,
+                    transient=False,
                 )
+            self._missing.pop(key, None)
+            self._resources[key] = found
+            return found
+
+    def _discover(self, api_version: str, kind: str) -> Resource | None:
+        """The kind from discovery, looked up afresh if the cache does not have it (CRDs
+        installed after start-up); None when the API server does not serve it."""
+        for fresh in (False, True):
+            if fresh:
+                self._client.resources.invalidate_cache()
+            try:
+                found: Resource = self._client.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
-                # CRDs installed after start-up: look again before giving up.
-                try:
-                    self._client.resources.invalidate_cache()
-                    self._resources[key] = self._client.resources.get(
-                        api_version=api_version, kind=kind
-                    )
-                except ResourceNotFoundError as exc:
-                    raise KindNotInstalled(
-                        f"the API server does not serve {kind} ({api_version})",
-                        status=404,
-                        transient=False,
-                    ) from exc
-        return self._resources[key]
+                continue
+            return found
+        return None
+
+    def _forget(self, api_version: str, kind: str) -> None:
+        """A kind that answered 404 to a create: its CRD may have been removed since."""
+        with self._discovery:
+            self._resources.pop((api_version, kind), None)
+            self._client.resources.invalidate_cache()
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -119,8 +148,7 @@ class KubernetesCluster:
             )
         except NotFoundError as exc:
             # Its CRD may have been removed since discovery: look again (KindNotInstalled).
-            self._resources.pop((obj["apiVersion"], obj["kind"]), None)
-            self._client.resources.invalidate_cache()
+            self._forget(obj["apiVersion"], obj["kind"])
             self._resource(obj["apiVersion"], obj["kind"])
             raise _translate(
                 exc, f"create {obj['kind']} {meta['namespace']}/{meta['name']}"

@@ -80,6 +80,12 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 300.0
 NOTIFY_RECHECK = 5.0
 STARTING_RECHECK = 2.0
+TROUBLE_RECHECK = 10.0
+# Conditions whose False waits on something outside the spec (a CRD or KEDA installed, a
+# Secret or a dataset made reachable, pods scheduled), not on an edit of the resource.
+PLATFORM_CONDITIONS = frozenset(
+    {"RouterReady", "AutoscalerReady", "PodsReady", "EvaluationReady", "NotificationsReady"}
+)
 
 
 def utc_now() -> datetime:
@@ -228,7 +234,7 @@ class Reconciler:
         status = _with_conditions(md.status, extra_conditions, now, md.metadata.generation)
         status = with_pending(status, body["metadata"], events, now)
         written = self._write_status(body, status)
-        posted = self._announce(body, status.pending_events)
+        posted, unposted = self._announce(body, status.pending_events)
         queued = 0
         if posted and self.notifier is not None and self.notifier.destinations(md):
             queued = self.notifier.enqueue(md, status, posted)  # never waits for delivery
@@ -245,6 +251,13 @@ class Reconciler:
         autoscaling = md.spec.autoscaling
         if autoscaling is not None and autoscaling.engine == "prometheus":
             requeue = min(requeue or resync, autoscaling.interval_seconds)
+        waiting_on_platform = any(
+            c.status == "False" and c.type in PLATFORM_CONDITIONS for c in extra_conditions
+        )
+        if waiting_on_platform or unposted:
+            # A CRD, a Secret or a dataset may appear, or the API server take the Events,
+            # at any time: look again before the resync.
+            requeue = min(requeue if requeue is not None else resync, TROUBLE_RECHECK)
         if md.status.phase is Phase.SUCCEEDED and pods.status == "Unknown":
             # Just promoted (the Deployment is catching up with its new size) or a pod restarting:
             # look again soon, so PodsReady does not wait for the resync to say Ready.
@@ -311,8 +324,8 @@ class Reconciler:
         """Why the spec's revision's pods are not ready, while they are not."""
         revision = compute_revision(md.spec)
         starting = workloads.get(revision)
-        if starting is None or starting.available:
-            return None
+        if starting is None or starting.available or starting.replicas == 0:
+            return None  # nothing to wait for (a rolled-back canary is at zero)
         deployment = self.cluster.get("apps/v1", "Deployment", md.metadata.namespace, starting.name)
         return pod_trouble(self.cluster, md, revision, deployment)
 
@@ -485,12 +498,15 @@ class Reconciler:
         self.metrics.reconcile_errors.labels("invalid-spec").inc()
         return Outcome(requeue_after=None, status_written=True, events=[event])
 
-    def _announce(self, body: dict[str, Any], pending: list[PendingEvent]) -> list[Event]:
+    def _announce(
+        self, body: dict[str, Any], pending: list[PendingEvent]
+    ) -> tuple[list[Event], int]:
         """Posts `pending` (the status's pendingEvents, already written) and keeps in the
         status only those the API server failed to take for now; returns the Events created
-        by this call (an Event posted before a restart is not created again)."""
+        by this call (an Event posted before a restart is not created again) and how many
+        are left to post."""
         if not pending:
-            return []
+            return [], 0
         meta = body["metadata"]
         created, left, problems = post_pending(self.post_event, meta, pending)
         for problem in problems:
@@ -500,7 +516,7 @@ class Reconciler:
             meta["name"],
             {"pendingEvents": [p.model_dump(mode="json", by_alias=True) for p in left]},
         )
-        return created
+        return created, len(left)
 
 
 def _warning_once(
