@@ -32,7 +32,7 @@ MUST_BE_ZERO = (
     "Failed ticks during the outage",
 )
 # Order of the scenarios on the page.
-ORDER = ("operator-sigkill", "apiserver-restart", "prometheus-outage")
+ORDER = ("operator-sigkill", "apiserver-restart", "prometheus-outage", "pod-flapping", "api-faults")
 
 HEADER = """# Reliability under faults
 
@@ -84,7 +84,9 @@ def render(results: dict[str, Any]) -> str:
         "posted after it under fixed names, so a kill between the two loses none and a "
         "repost is refused as a duplicate. The other counters are measurements: the "
         "operator's mean restart time, tracebacks it logged and recovered from, and Error "
-        "ticks.",
+        "ticks. The API-faults scenario runs on the API emulator (tests/kube_emulator): its "
+        "Times tried is the injected faults that fired, its `fired: ...` counters how many "
+        "of each kind.",
         "",
     ]
     findings = [(name, f) for name in names for f in results[name]["findings"]]
