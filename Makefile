@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup prometheus kube cluster lint test unit demo crds manifests clean
+.PHONY: setup prometheus kube cluster lint test unit demo bench crds manifests clean
 
 setup: $(STAMP) prometheus kube
 
@@ -46,6 +46,12 @@ test: setup lint
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not prometheus and not torchserve and not emulator and not e2e and not kube"
+
+# The figures of the README's Fleet scale and Serving throughput sections (tens of minutes;
+# the test suite runs each benchmark only in its short smoke mode).
+bench: setup
+	$(BIN)/python bench/operator_scale.py
+	$(BIN)/python bench/serving.py
 
 crds: $(STAMP)
 	$(BIN)/torchrollout crd > crds/torchrollout.io_modeldeployments.yaml

@@ -121,8 +121,10 @@ class Batching(SpecModel):
 
     max_batch_size: int = Field(default=8, ge=1, le=512)
     """Requests TorchServe groups into one forward pass."""
-    max_batch_delay_ms: int = Field(default=5, ge=0, le=10_000)
-    """How long TorchServe waits to fill a batch."""
+    max_batch_delay_ms: int = Field(default=1, ge=0, le=10_000)
+    """How long TorchServe waits to fill a batch. At low load a batch never fills and every
+    request waits this long: 1 ms keeps the throughput of 5 ms (bench/serving.py) at 4 ms
+    less latency."""
 
 
 class ModelSpec(SpecModel):
