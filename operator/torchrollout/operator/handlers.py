@@ -104,9 +104,10 @@ def _api_client() -> Any:
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
     configuration = client.Configuration.get_default_copy()
-    # One kept-alive connection per reconcile thread (and the notifier's and the evaluation
-    # sender's): with fewer, connections are dropped and made again, a TLS handshake each.
-    configuration.connection_pool_maxsize = RECONCILE_THREADS + 8
+    # One kept-alive connection per thread that may reconcile (kopf's handler threads and
+    # the daemons' executor), the notifier's and the evaluation sender's: with fewer,
+    # connections are dropped and made again, a TLS handshake each.
+    configuration.connection_pool_maxsize = 2 * RECONCILE_THREADS + 8
     return client.ApiClient(configuration)
 
 
