@@ -1,6 +1,6 @@
 """How the operator scales with the number of ModelDeployments, on the real control plane.
 
-    .venv/bin/python bench/operator_scale.py [--counts 200 2000] [--idle 300] [--smoke]
+    .venv/bin/python bench/operator_scale.py [--counts 200 2000] [--idle 900] [--smoke]
 
 For each count N, side by side in one run: a fresh control plane (tests/kube_cluster:
 etcd, kube-apiserver, controller-manager, scheduler; kwok runs the pods on enough fake
@@ -11,8 +11,9 @@ namespace, and N ModelDeployments created at once in 10 namespaces. Measured:
   the real controllers, its Services and PDB created), and the operator's resident memory
   and CPU time then, per resource;
 - with all N settled, the operator's CPU over `--idle` seconds, as a share of one core (by
-  default one whole resync period, 300 s: a resource with nothing due is looked at again
-  once a period, so a shorter window may miss or catch those looks by chance);
+  default one whole resync period, the operator's 900 s: a resource with nothing due is
+  looked at again once a period, so a shorter window may miss or catch those looks by
+  chance);
 - the reaction delay: one resource's version is changed, and the delay until its canary's
   first analysis tick is written, less the canary interval (the part the operator and the
   cluster add: noticing the change, the canary's pods, the tick).
@@ -42,6 +43,7 @@ from tests.e2e.conftest import OperatorProcess  # noqa: E402
 from tests.kube_cluster.cluster import ClusterError, ControlPlane  # noqa: E402
 
 from torchrollout.local.ports import free_port  # noqa: E402
+from torchrollout.operator.reconcile import RESYNC_SECONDS  # noqa: E402
 
 NAMESPACES = 10
 PODS_PER_NODE = 60  # a kwok node has 32 CPUs; each pod asks for 500m by default
@@ -175,7 +177,7 @@ def main() -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--counts", type=int, nargs="+", default=[200, 2000])
-    parser.add_argument("--idle", type=float, default=300.0, help="idle seconds measured")
+    parser.add_argument("--idle", type=float, default=RESYNC_SECONDS, help="idle seconds measured")
     parser.add_argument("--smoke", action="store_true", help="tiny counts, to check it works")
     args = parser.parse_args()
     counts, idle = (sorted(args.counts), args.idle) if not args.smoke else ([2, 4], 2.0)

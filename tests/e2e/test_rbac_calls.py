@@ -242,7 +242,7 @@ def roll_out(
             and len(network.ingress or []) == 2
         )
 
-    # A settled resource is looked at again after --resync-seconds (5 min); an edit of it
+    # A settled resource is looked at again after --resync-seconds (15 min); an edit of it
     # brings that forward.
     kubectl("annotate", "md", "fraud", "-n", namespace, "example.com/touched=1")
     eventually(put_back, timeout=20)

@@ -83,7 +83,7 @@ def operator(
             "(drift of the objects it owns); its changes are seen at once, and the engine's "
             "call-backs (ticks, the fast watch) are exact."
         ),
-    ] = 300.0,
+    ] = 900.0,
     timer_seconds: Annotated[
         float,
         typer.Option(

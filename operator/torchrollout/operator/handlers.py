@@ -14,7 +14,7 @@ there.
 Settings, from the environment (`torchrollout operator` sets them from its options):
 TORCHROLLOUT_PROMETHEUS_URL (default http://prometheus-operated.monitoring:9090),
 TORCHROLLOUT_METRICS_PORT (default 8000, 0 to disable), TORCHROLLOUT_RESYNC_SECONDS
-(default 300), TORCHROLLOUT_TIMER_SECONDS (default 30), TORCHROLLOUT_ARCHIVE_STORE (the
+(default 900), TORCHROLLOUT_TIMER_SECONDS (default 30), TORCHROLLOUT_ARCHIVE_STORE (the
 archive store of resources that name none),
 TORCHROLLOUT_EVALUATION_TOKEN (bearer token for https evaluation datasets),
 TORCHROLLOUT_NETWORK_POLICY_METRICS_NAMESPACE (set: a NetworkPolicy per resource, metrics
@@ -54,7 +54,7 @@ from torchrollout.spec.document import (
 
 STORAGE_PREFIX = "operator.torchrollout.io"
 TIMER_SECONDS = float(os.environ.get("TORCHROLLOUT_TIMER_SECONDS", "30"))
-RESYNC_SECONDS = float(os.environ.get("TORCHROLLOUT_RESYNC_SECONDS", "300"))
+RESYNC_SECONDS = float(os.environ.get("TORCHROLLOUT_RESYNC_SECONDS", "900"))
 RECONCILE_THREADS = 16
 
 
