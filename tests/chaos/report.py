@@ -36,9 +36,12 @@ ORDER = ("operator-sigkill", "apiserver-restart", "prometheus-outage", "pod-flap
 
 HEADER = """# Reliability under faults
 
-What the chaos suite (`tests/chaos`, pytest marker `chaos`) does to the operator on a real
-control plane, and what came of it. Every scenario rolls real ModelDeployments out with
-the fast e2e policy (3 s analysis ticks, steps 20% and 60%, failureLimit 2), judged on a
+What the chaos suite (`tests/chaos`, pytest marker `chaos`) does to the operator, and what
+came of it: on a real control plane, operator SIGKILLs, a kube-apiserver restart, a
+Prometheus outage and canary pods flapping; on the API emulator, faults at random calls (409s,
+5xx and 429 answers, slow answers, refused and cut watches). Every scenario rolls real
+ModelDeployments out with the fast e2e policy (3 s analysis ticks, steps 20% and 60%,
+failureLimit 2; 12 under flapping pods, where an unready tick counts as Failed), judged on a
 real Prometheus, and checks the end state against what a fault-free run gives: the same
 phase and versions, one history entry and one Event per transition, a bad canary never
 promoted, weight 0 after every rollback, no object left without a live owner and no
