@@ -257,6 +257,32 @@ def expected_outcome(role: Role) -> dict[str, Any]:
     }
 
 
+def check_outcome(
+    record: ScenarioRecord,
+    where: str,
+    md: dict[str, Any],
+    got: dict[str, Any],
+    want: dict[str, Any],
+) -> None:
+    """A settled rollout (`got`, from `outcome`) against the fault-free one (`want`): the same
+    outcome, a bad canary never promoted, one history entry for the version and no version
+    twice in history, weight 0."""
+    if got != want:
+        said = (md.get("status") or {}).get("message")
+        record.found("wrong outcomes", f"{where}: {got} != {want} ({said})")
+    if want["stable"] != "new" and (got["stable"] == "new" or "promoted" in got["history"]):
+        record.found("wrong promotions", f"{where} (a bad canary) was promoted")
+    if not got["history"]:
+        record.found("lost transitions", f"{where}: no history entry")
+    if len(got["history"]) > 1:
+        record.found("duplicated transitions", f"{where}: history {got['history']}")
+    versions = Counter(h["version"] for h in (md.get("status") or {}).get("history", []))
+    for repeated in sorted(v for v, n in versions.items() if n > 1):
+        record.found("duplicated transitions", f"{where}: {repeated} twice in history")
+    if got["canaryWeight"] != 0:
+        record.found("weight not 0 when settled", f"{where}: {got['canaryWeight']}")
+
+
 @dataclass
 class Fleet:
     """Several ModelDeployments, one per `own-op-*` namespace, rolled out at once."""

@@ -54,6 +54,7 @@ from tests.chaos.harness import (
     Results,
     Role,
     ScenarioRecord,
+    check_outcome,
     event_count,
     expected_outcome,
     outcome,
@@ -350,21 +351,8 @@ def check_round(
         namespace = fleet.namespace(role)
         got = outcome(md, version, before[role.name])
         where = f"{role.name} {version}"
-        if got != expected[role.name]:
-            said = md["status"].get("message")
-            record.found("wrong outcomes", f"{where}: {got} != {expected[role.name]} ({said})")
+        check_outcome(record, where, md, got, expected[role.name])
         promotes = expected[role.name]["stable"] == "new"
-        if not promotes and (got["stable"] == "new" or "promoted" in got["history"]):
-            record.found("wrong promotions", f"{where} (a bad canary) was promoted")
-        if not got["history"]:
-            record.found("lost transitions", f"{where}: no history entry")
-        if len(got["history"]) > 1:
-            record.found("duplicated transitions", f"{where}: history {got['history']}")
-        versions = Counter(h["version"] for h in md["status"].get("history", []))
-        for repeated in sorted(v for v, n in versions.items() if n > 1):
-            record.found("duplicated transitions", f"{role.name}: {repeated} twice in history")
-        if got["canaryWeight"] != 0:
-            record.found("weight not 0 when settled", f"{where}: {got['canaryWeight']}")
         message = md["status"].get("message") or ""
         if not promotes and UNREADY in message:
             # A rollback applied (the canary scaled to 0) whose status write failed is decided

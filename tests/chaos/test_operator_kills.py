@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.chaos.harness import (
     Results,
     Role,
     ScenarioRecord,
+    check_outcome,
     expected_outcome,
     orphans,
     outcome,
@@ -76,21 +76,7 @@ def check_round(
         md = fleet.get(role)
         namespace = fleet.namespace(role)
         got = outcome(md, version, before[role.name])
-        where = f"{role.name} {version}"
-        promotes = expected[role.name]["stable"] == "new"
-        if got != expected[role.name]:
-            record.found("wrong outcomes", f"{where}: {got} != {expected[role.name]}")
-        if not promotes and (got["stable"] == "new" or "promoted" in got["history"]):
-            record.found("wrong promotions", f"{where} (a bad canary) was promoted")
-        if not got["history"]:
-            record.found("lost transitions", f"{where}: no history entry")
-        if len(got["history"]) > 1:
-            record.found("duplicated transitions", f"{where}: history {got['history']}")
-        versions = Counter(h["version"] for h in md["status"].get("history", []))
-        for repeated in sorted(v for v, n in versions.items() if n > 1):
-            record.found("duplicated transitions", f"{role.name}: {repeated} twice in history")
-        if got["canaryWeight"] != 0:
-            record.found("weight not 0 when settled", f"{where}: {got['canaryWeight']}")
+        check_outcome(record, f"{role.name} {version}", md, got, expected[role.name])
         for stray in orphans(fleet.api_client, namespace, md):
             record.found("orphans", f"{role.name}: {stray}")
         for running in stray_replicas(fleet.api_client, namespace, md):

@@ -45,6 +45,7 @@ from tests.chaos.harness import (
     Role,
     ScenarioRecord,
     analysing,
+    check_outcome,
     event_count,
     expected_outcome,
     orphans,
@@ -286,17 +287,7 @@ def check_end_state(fleet: Fleet, before: dict[str, str], record: ScenarioRecord
         md = fleet.get(role)
         namespace = fleet.namespace(role)
         got = outcome(md, NEXT, before[role.name])
-        if got != expected_outcome(role):
-            record.found("wrong outcomes", f"{role.name}: {got} != {expected_outcome(role)}")
-        if not role.promotes and (got["stable"] == "new" or "promoted" in got["history"]):
-            record.found("wrong promotions", f"{role.name} (a bad canary) was promoted")
-        if not got["history"]:
-            record.found("lost transitions", f"{role.name}: no history entry for {NEXT}")
-        versions = Counter(h["version"] for h in md["status"].get("history", []))
-        for repeated in sorted(v for v, n in versions.items() if n > 1):
-            record.found("duplicated transitions", f"{role.name}: {repeated} twice in history")
-        if got["canaryWeight"] != 0:
-            record.found("weight not 0 when settled", f"{role.name}: {got['canaryWeight']}")
+        check_outcome(record, f"{role.name} {NEXT}", md, got, expected_outcome(role))
         for stray in orphans(fleet.api_client, namespace, md):
             record.found("orphans", f"{role.name}: {stray}")
         for running in stray_replicas(fleet.api_client, namespace, md):

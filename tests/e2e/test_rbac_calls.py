@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -43,28 +42,15 @@ from tests.kube_cluster.cluster import ControlPlane
 from tests.kube_emulator.fixtures import Kubectl, eventually
 from tests.support.exporter import Exporter
 from torchrollout.local.prometheus import PrometheusServer, log_tail
+from torchrollout.operator.access import Right
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 OWN_OPERATOR_PREFIX = "own-op-"  # the session's operator leaves these namespaces alone
 
 
-@dataclass(frozen=True, order=True)
-class Call:
-    """One verb on one resource, as RBAC grants it and the audit log records it."""
-
-    verb: str
-    group: str
-    resource: str
-    subresource: str = ""
-
-    def __str__(self) -> str:
-        name = f"{self.resource}.{self.group}" if self.group else self.resource
-        return f"{self.verb} {name}{'/' + self.subresource if self.subresource else ''}"
-
-
-def _calls(verbs: str, group: str, resource: str, path: str) -> dict[Call, str]:
-    return {Call(v, group, resource): path for v in verbs.split()}
+def _calls(verbs: str, group: str, resource: str, path: str) -> dict[Right, str]:
+    return {Right(v, group, resource): path for v in verbs.split()}
 
 
 E2E, UNIT = "tests/e2e/", "tests/unit/"
@@ -93,7 +79,7 @@ NETWORKING = "networking.k8s.io"
 
 # Rights this rollout does not use, each with the path that does and the test taking it.
 # Keep it small: a right that no path uses belongs out of the chart, not in here.
-OTHER_PATHS: dict[Call, str] = {
+OTHER_PATHS: dict[Right, str] = {
     **_calls("get create list delete", "batch", "jobs", f"archive store: {ARCHIVES}"),
     **_calls("get create patch", ROUTES, "httproutes", f"gateway-api router: {GATEWAY}"),
     **_calls("delete", ROUTES, "httproutes", f"router changed: {ROUTER_CHANGED}"),
@@ -141,9 +127,9 @@ def granted_rules(
     return found
 
 
-def expand(rules: list[tuple[str, Any]]) -> dict[Call, list[str]]:
+def expand(rules: list[tuple[str, Any]]) -> dict[Right, list[str]]:
     """Each granted (verb, group, resource, subresource), with where it comes from."""
-    granted: dict[Call, list[str]] = {}
+    granted: dict[Right, list[str]] = {}
     for where, rule in rules:
         assert not rule.non_resource_urls, f"{where} grants non-resource URLs: {rule}"
         wide = [
@@ -155,19 +141,19 @@ def expand(rules: list[tuple[str, Any]]) -> dict[Call, list[str]]:
             for resource in rule.resources:
                 base, _, sub = resource.partition("/")
                 for verb in rule.verbs:
-                    granted.setdefault(Call(verb, group, base, sub), []).append(where + names)
+                    granted.setdefault(Right(verb, group, base, sub), []).append(where + names)
     return granted
 
 
 def used_calls(
     events: list[dict[str, Any]], namespace: str
-) -> tuple[dict[Call, int], list[str], list[str], int]:
+) -> tuple[dict[Right, int], list[str], list[str], int]:
     """From the account's audit events: calls in `namespace` or cluster-wide (with counts),
     non-resource requests, refused requests, and how many calls were elsewhere."""
     complete: dict[str, dict[str, Any]] = {}
     for event in events:  # a watch shows at ResponseStarted, then at ResponseComplete
         complete[event["auditID"]] = event
-    used: dict[Call, int] = {}
+    used: dict[Right, int] = {}
     plain: set[str] = set()
     refused: list[str] = []
     elsewhere = 0
@@ -182,7 +168,7 @@ def used_calls(
         if ref.get("namespace") not in (None, namespace):
             elsewhere += 1  # an all-namespaces operator sees other tests' leftovers
             continue
-        call = Call(
+        call = Right(
             event["verb"], ref.get("apiGroup", ""), ref["resource"], ref.get("subresource", "")
         )
         used[call] = used.get(call, 0) + 1

@@ -33,26 +33,14 @@ from hypothesis import strategies as st
 
 import tests.property.conftest  # noqa: F401  (registers and loads the project's profiles)
 from tests.handlers.conftest import Served
+from tests.handlers.test_serving import FAMILY_NAMES
 from tests.support.fixtures import example as example_model
 from tests.support.models import FamilyModel
 
 pytestmark = pytest.mark.torchserve
 
 # metrics-probe is left out: test_serving.py asserts its counters' absolute values.
-MODELS = [
-    "seqcls",
-    "seqcls-batched",
-    "seqcls-pt2",
-    "seq-multi",
-    "seq-heads",
-    "seq-gru",
-    "transformer",
-    "cnn1d",
-    "gcn",
-    "policy",
-    "regressor",
-    "anomaly",
-]
+MODELS = [*FAMILY_NAMES, "seqcls-batched"]
 
 # Per model: a third of the profile's examples (20 under `ci`), so the file runs in about a
 # minute on two cores once the session's TorchServe is up.
