@@ -146,10 +146,11 @@ def phase_label(md: dict[str, Any]) -> str:
     return str(phase)
 
 
-def analysing(fleet: Fleet) -> bool:
-    """Every canary of the fleet is mid-analysis (at any step: each stays one 3 s tick at a
-    step, so under load two canaries seldom share step 1)."""
-    return all(phase_label(fleet.get(role)).startswith("analysing step") for role in fleet.roles)
+def analysing(fleet: Fleet, role: Role | None = None) -> bool:
+    """Every canary of the fleet (or `role`'s) is mid-analysis (at any step: each stays one
+    3 s tick at a step, so under load two canaries seldom share step 1)."""
+    roles = fleet.roles if role is None else (role,)
+    return all(phase_label(fleet.get(r)).startswith("analysing step") for r in roles)
 
 
 def event_count(event: Any) -> int:
