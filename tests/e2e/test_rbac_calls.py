@@ -67,6 +67,9 @@ KEDA = (
     f"{E2E}test_autoscalers.py::"
     "test_keda_says_what_to_install_then_its_scaled_object_follows_the_stable"
 )
+WAITING = (
+    f"{E2E}test_waiting.py::test_pods_that_cannot_start_are_named_and_rolled_back_at_the_deadline"
+)
 ROUTER_CHANGED = (
     f"{UNIT}test_routers.py::test_a_changed_router_deletes_the_previous_routers_objects"
 )
@@ -81,6 +84,9 @@ NETWORKING = "networking.k8s.io"
 # Keep it small: a right that no path uses belongs out of the chart, not in here.
 OTHER_PATHS: dict[Right, str] = {
     **_calls("get create list delete", "batch", "jobs", f"archive store: {ARCHIVES}"),
+    # Pods are listed while a revision's pods are not ready (why: PodsReady) and for a build
+    # Job's result; kwok makes pods ready before a look finds them waiting.
+    **_calls("list", "", "pods", f"pods that do not start: {WAITING}; builds: {ARCHIVES}"),
     **_calls("get create patch", ROUTES, "httproutes", f"gateway-api router: {GATEWAY}"),
     **_calls("delete", ROUTES, "httproutes", f"router changed: {ROUTER_CHANGED}"),
     **_calls("get create patch", "networking.istio.io", "virtualservices", f"istio: {ISTIO}"),
