@@ -34,7 +34,7 @@ from torchrollout.operator.cluster import ClusterError, KindNotInstalled
 from torchrollout.spec.document import API_VERSION, KIND
 
 MERGE_PATCH = "application/merge-patch+json"
-MISSING_RECHECK = 10.0  # seconds before a kind the API server did not serve is asked again
+MISSING_RECHECK = 1.0  # seconds before a kind the API server did not serve is asked again
 
 
 def _translate(exc: Exception, what: str) -> ClusterError:
