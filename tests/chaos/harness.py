@@ -258,6 +258,26 @@ def expected_outcome(role: Role) -> dict[str, Any]:
     }
 
 
+def missing_transitions(
+    record: ScenarioRecord, role: Role, version: str, first: str, counts: Counter[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The transition Events of one round of `role` against what it posts once each (Deployed
+    for the `first` version, Promoted for a good canary, RollingBack and RolledBack for a bad
+    one): a repeat is recorded; returns (reason, where) of each one missing."""
+    wanted = {"Promoted"} if role.promotes else {"RollingBack", "RolledBack"}
+    if version == first:
+        wanted = {"Deployed"}
+    missing = []
+    for reason in TRANSITIONS:
+        seen = counts[(reason, version)]
+        where = f"{role.name} {version}: {reason} x{seen}"
+        if seen > (reason in wanted):
+            record.found("duplicated events", where)
+        elif seen < (reason in wanted):
+            missing.append((reason, where))
+    return missing
+
+
 def check_outcome(
     record: ScenarioRecord,
     where: str,

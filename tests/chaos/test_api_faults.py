@@ -57,6 +57,7 @@ from tests.chaos.harness import (
     check_outcome,
     event_count,
     expected_outcome,
+    missing_transitions,
     outcome,
     phase_label,
     stray_replicas,
@@ -411,17 +412,9 @@ def check_events(
         stepped = step_events(fleet.api_client, namespace)
         md = fleet.get(role)
         for version in rounds:
-            wanted = {"Promoted"} if role.promotes else {"RollingBack", "RolledBack"}
-            if version == FIRST:
-                wanted = {"Deployed"}
-            for reason in TRANSITIONS:
-                seen = counts[(reason, version)]
-                where = f"{role.name} {version}: {reason} x{seen}"
-                if seen > (reason in wanted):
-                    record.found("duplicated events", where)
-                elif seen < (reason in wanted):
-                    text = TRANSITIONS[reason].format(version=version)
-                    (late if pending(md, reason, text) else lost).append(where)
+            for reason, where in missing_transitions(record, role, version, FIRST, counts):
+                text = TRANSITIONS[reason].format(version=version)
+                (late if pending(md, reason, text) else lost).append(where)
             if version == FIRST:
                 continue
             for step in range(1, steps + 1):

@@ -24,7 +24,6 @@ from kubernetes import client, config
 
 from tests.chaos.harness import (
     RESULTS_PATH,
-    TRANSITIONS,
     Fleet,
     Killer,
     Results,
@@ -32,6 +31,7 @@ from tests.chaos.harness import (
     ScenarioRecord,
     check_outcome,
     expected_outcome,
+    missing_transitions,
     orphans,
     outcome,
     phase_label,
@@ -94,16 +94,8 @@ def check_events(
         counts = transition_events(fleet.api_client, fleet.namespace(role))
         history = fleet.get(role)["status"].get("history", [])
         for version in rounds:
-            wanted = {"Promoted"} if role.promotes else {"RollingBack", "RolledBack"}
-            if version == FIRST:
-                wanted = {"Deployed"}
-            for reason in TRANSITIONS:
-                seen = counts[(reason, version)]
-                where = f"{role.name} {version}: {reason} x{seen}"
-                if seen > (reason in wanted):
-                    record.found("duplicated events", where)
-                elif seen < (reason in wanted):
-                    lost.append(f"{where}{kill_after(history, version, kills)}")
+            for _, where in missing_transitions(record, role, version, FIRST, counts):
+                lost.append(f"{where}{kill_after(history, version, kills)}")
     return lost
 
 
