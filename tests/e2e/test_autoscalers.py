@@ -124,11 +124,8 @@ def test_keda_says_what_to_install_then_its_scaled_object_follows_the_stable(
 
     crd = kube_cluster.tools.keda_crd(SCALED_OBJECTS)
     kube_cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-    eventually(
-        lambda: (
-            kube_cluster.kubectl("get", "crd", SCALED_OBJECTS, "-o", established).stdout == "True"
-        )
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{SCALED_OBJECTS}"
     )
     kubectl("annotate", "md", "fraud", "-n", namespace, "example.com/touched=1")
     eventually(lambda: autoscaler_ready(md_api, namespace).get("reason") == "ScaledObjectApplied")

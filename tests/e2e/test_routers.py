@@ -56,11 +56,8 @@ def test_istio_says_what_to_install_then_routes_by_weight_header_and_mirror(
 
     crd = kube_cluster.tools.istio_crd(VIRTUAL_SERVICES)
     kube_cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-    eventually(
-        lambda: (
-            kube_cluster.kubectl("get", "crd", VIRTUAL_SERVICES, "-o", established).stdout == "True"
-        )
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{VIRTUAL_SERVICES}"
     )
     match = [{"headers": {"X-Canary": "yes"}}, {"cookie": "canary"}]
     canary = model_deployment(namespace, "2.0.0", traffic=traffic, canary={**HOUR, "match": match})
