@@ -113,9 +113,15 @@ def test_first_deploy_creates_the_revision_and_its_services() -> None:
 def test_nothing_is_written_when_nothing_changed() -> None:
     world = deployed()
     world.cluster.writes.clear()
+    world.cluster.reads.clear()
     outcome = world.reconcile(30)
     assert world.cluster.writes == []
     assert outcome.status_written is False
+    # What a resync costs, for every resource once a period: the Deployments listed once
+    # (not again after applying, when nothing was written), one read per object owned.
+    assert world.cluster.reads.count(("list", "Deployment")) == 1
+    owned = [key for key in world.cluster.objects if key[0] not in {KIND, "Event"}]
+    assert len(world.cluster.reads) == 2 + len(owned)
 
 
 def canary_world(**spec: Any) -> tuple[World, str, str]:

@@ -63,8 +63,9 @@ def contains(actual: Any, wanted: Any) -> bool:
     return bool(actual == wanted)
 
 
-def apply(cluster: ClusterApi, obj: dict[str, Any]) -> dict[str, Any]:
-    """Create `obj`, or merge-patch the fields it sets when the live object differs.
+def apply(cluster: ClusterApi, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create `obj`, or merge-patch the fields it sets when the live object differs; the
+    object as the API server has it now, and whether it was written.
 
     A null map entry in `obj` means "absent": dropped on create, deleted by the patch.
     """
@@ -72,13 +73,13 @@ def apply(cluster: ClusterApi, obj: dict[str, Any]) -> dict[str, Any]:
     api_version, kind = obj["apiVersion"], obj["kind"]
     live = cluster.get(api_version, kind, meta["namespace"], meta["name"])
     if live is None:
-        return cluster.create(_without_none(obj))
+        return cluster.create(_without_none(obj)), True
     wanted = {k: v for k, v in obj.items() if k in {"metadata", "spec", "data"}}
     if kind == "Service":
         wanted = _replacing_selector(live, wanted)
     if contains(live, wanted):
-        return live
-    return cluster.patch(api_version, kind, meta["namespace"], meta["name"], wanted)
+        return live, False
+    return cluster.patch(api_version, kind, meta["namespace"], meta["name"], wanted), True
 
 
 def _replacing_selector(live: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +110,7 @@ class FakeCluster:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, str]] = []
+        self.reads: list[tuple[str, str]] = []  # (verb, kind): what a reconcile costs
         self.missing_kinds: set[str] = set()
 
     def _key(self, kind: str, namespace: str, name: str) -> tuple[str, str, str]:
@@ -119,12 +121,14 @@ class FakeCluster:
         return (kind, namespace, name)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(("get", kind))
         found = self.objects.get(self._key(kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
     def list(
         self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
     ) -> list[dict[str, Any]]:
+        self.reads.append(("list", kind))
         return [
             copy.deepcopy(o)
             for (k, ns, _), o in sorted(self.objects.items())

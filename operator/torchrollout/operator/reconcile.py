@@ -186,8 +186,9 @@ class Reconciler:
             events += decision.events
             self.metrics.record(decision)
             md = md.model_copy(update={"status": decision.status})
-            extra_conditions = self._apply(md, workloads, observation.stable_replicas)
-            workloads = self._workloads(md)
+            extra_conditions, moved = self._apply(md, workloads, observation.stable_replicas)
+            if moved:  # Deployments created, resized or deleted: see them as they are now
+                workloads = self._workloads(md)
             achieved = self._achieved_weight(md, workloads)
             md = md.model_copy(
                 update={
@@ -385,7 +386,8 @@ class Reconciler:
         md: ModelDeployment,
         workloads: dict[str, Workload],
         stable_replicas: int,
-    ) -> list[Condition]:
+    ) -> tuple[list[Condition], bool]:
+        """Conditions of what was applied, and whether a Deployment was written."""
         planned = plan(
             md,
             stable_replicas=stable_replicas,
@@ -399,12 +401,14 @@ class Reconciler:
         routes: list[dict[str, Any]] = []
         missing = False
         keda_installed = True
+        moved = False
         # The old owner of the replicas goes first: KEDA refuses a ScaledObject on a
         # Deployment that an HPA already scales.
         drop_previous_autoscaler(self.cluster, md)
         for obj in planned.objects:
             try:
-                applied = apply(self.cluster, obj)
+                applied, written = apply(self.cluster, obj)
+                moved = moved or (written and obj["kind"] == "Deployment")
                 if obj["kind"] in route_kinds:
                     routes.append(applied)
             except ClusterError as exc:
@@ -429,6 +433,7 @@ class Reconciler:
         for name, replicas in planned.scale.items():
             live = next((w for w in workloads.values() if w.name == name), None)
             if live is not None and live.replicas != replicas:
+                moved = True
                 self.cluster.patch(
                     "apps/v1",
                     "Deployment",
@@ -440,11 +445,12 @@ class Reconciler:
             drop_superseded_builds(self.cluster, md)
         for workload in workloads.values():
             if workload.revision not in planned.keep:
+                moved = True
                 for kind, api in (("Deployment", "apps/v1"), ("ConfigMap", "v1")):
                     self.cluster.delete(api, kind, md.metadata.namespace, workload.name)
         if not any(c.type == "PodSettingsValid" for c in conditions):
             conditions.append(Condition(type="PodSettingsValid", status="True", reason="Accepted"))
-        return conditions
+        return conditions, moved
 
     def _achieved_weight(self, md: ModelDeployment, workloads: dict[str, Workload]) -> int:
         stable = workloads.get(md.status.stable_revision or "")
