@@ -104,6 +104,13 @@ def finite(answer: Any) -> bool:
     return True
 
 
+def encode(answer: Mapping[str, Any]) -> bytes:
+    """An answer as compact JSON bytes, which TorchServe sends as they are: left to it, a
+    dict is dumped with indent=2 by Python's pure-Python encoder, several times slower and
+    a third longer on the wire."""
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
 def error_body(message: str) -> dict[str, Any]:
     # Exactly what TorchServe answers for a PredictionException (its "type" included), so a
     # client sees one format for 400s whether its request was batched with others or not.
@@ -201,7 +208,8 @@ class TorchRolloutHandler:
             context.set_response_status(400, exc.message, k)
         for k in range(len(data)):
             context.set_response_header(k, BATCH_HEADER, str(len(data)))
-        return responses
+            context.set_response_content_type(k, "application/json")
+        return [encode(r) for r in responses]
 
     def not_finite(self, request: ParsedRequest, k: int) -> InvalidInput:
         """The refusal of a request whose k-th answer holds NaN or Infinity: finite inputs

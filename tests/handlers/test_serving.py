@@ -8,6 +8,7 @@ real Prometheus scraping that TorchServe.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -129,6 +130,9 @@ def test_a_request_may_carry_many_instances_of_different_lengths(
     instances = [instance, shorter, instance]
     response = served.predict(client, "seqcls", {"instances": instances})
     assert response.status_code == 200, response.text
+    # Compact JSON, said to be JSON: no indentation to pay for on every answer.
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.content == json.dumps(response.json(), separators=(",", ":")).encode()
     predictions = response.json()["predictions"]
     assert len(predictions) == 3
     for answer, inst in zip(predictions, instances, strict=True):

@@ -113,7 +113,20 @@ class LoadedArchive:
             return [(int(exc.error_code), error) for _ in bodies]
         if not isinstance(answers, list) or len(answers) != len(bodies):
             raise TypeError(f"the handler returned {answers!r} for {len(bodies)} requests")
-        return [(int(context.get_response_status(k)[0]), a) for k, a in enumerate(answers)]
+        return [
+            (int(context.get_response_status(k)[0]), _decoded(a)) for k, a in enumerate(answers)
+        ]
+
+
+def _decoded(answer: Any) -> Any:
+    """An answer as TorchServe would send it, parsed: handlers may return JSON already
+    encoded (bytes or text) or an object TorchServe encodes."""
+    if isinstance(answer, bytes | bytearray | str):
+        try:
+            return json.loads(answer)
+        except ValueError:
+            return answer
+    return answer
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
