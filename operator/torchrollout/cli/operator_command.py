@@ -87,7 +87,7 @@ def operator(
     timer_seconds: Annotated[
         float,
         typer.Option(
-            help="The longest a resource's watcher sleeps without checking for a request "
+            help="How often one sweep checks every resource, in memory, for a request "
             "annotation or a new spec the watch has not delivered."
         ),
     ] = 30.0,

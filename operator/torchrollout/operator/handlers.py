@@ -5,8 +5,9 @@ module. Create, update and resume events reconcile at once. Between events, one 
 per resource (a kopf daemon) sleeps until the time the last reconciliation asked to be
 called back at (the next analysis tick, the fast watch, a canary becoming ready), or, when
 nothing is due, for TORCHROLLOUT_RESYNC_SECONDS; it is woken early whenever a reconciliation
-changes that time. Every TORCHROLLOUT_TIMER_SECONDS it also looks, in memory, for a manual
-request or a new generation that no event has reconciled yet.
+changes that time. One sweep every TORCHROLLOUT_TIMER_SECONDS looks, in memory, at every
+resource for a manual request or a new generation that no event has reconciled yet, and
+wakes its daemon (a daemon asleep costs nothing; one waking to look for itself did).
 One lock per resource keeps it and the event handlers from deciding concurrently;
 everything else lives in the resource's status, so a restarted operator carries on from
 there.
@@ -70,6 +71,7 @@ class Runtime:
     locks: dict[Key, threading.Lock] = field(default_factory=dict)
     next_run: dict[Key, float] = field(default_factory=dict)
     wakes: dict[Key, asyncio.Event] = field(default_factory=dict)
+    bodies: dict[Key, kopf.Body] = field(default_factory=dict)  # kopf's live views, swept
     loop: asyncio.AbstractEventLoop | None = None
     guard: threading.Lock = field(default_factory=threading.Lock)
     executor: ThreadPoolExecutor = field(
@@ -92,6 +94,7 @@ class Runtime:
     def forget(self, key: Key) -> None:
         self.next_run.pop(key, None)
         self.wakes.pop(key, None)
+        self.bodies.pop(key, None)
         with self.guard:
             self.locks.pop(key, None)
 
@@ -176,6 +179,30 @@ def configure(
     logger.info("torchrollout: Prometheus at %s, metrics on :%s", prometheus, port or "(off)")
 
 
+@kopf.on.startup()
+async def start_sweep(memo: Any, **_: Any) -> None:
+    """The sweep, on kopf's loop for as long as the operator runs."""
+    memo["sweep"] = asyncio.get_running_loop().create_task(_sweep(memo["runtime"]))
+
+
+@kopf.on.cleanup()
+async def stop_sweep(memo: Any, **_: Any) -> None:
+    sweep = memo.get("sweep")
+    if sweep is not None:
+        sweep.cancel()
+
+
+async def _sweep(runtime: Runtime) -> None:
+    """Every TIMER_SECONDS, wake the daemon of each resource with a request or a new
+    generation that no event has reconciled yet (a safety net for a missed event)."""
+    while True:
+        await asyncio.sleep(TIMER_SECONDS)
+        now = time.monotonic()
+        for key, body in list(runtime.bodies.items()):
+            if runtime.next_run.get(key, 0.0) > now and _waiting(body):
+                runtime.schedule(key, 0)
+
+
 def _check_rights(api: Any, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
     """Say once, at start-up, in which watched namespaces the operator may not work."""
     from torchrollout.operator.kube import allowed
@@ -240,6 +267,7 @@ async def look_again(
     key = (namespace or "default", name)
     loop = runtime.loop = asyncio.get_running_loop()
     wake = runtime.wakes.setdefault(key, asyncio.Event())
+    runtime.bodies[key] = body
     runtime.next_run.setdefault(key, time.monotonic() + TIMER_SECONDS)
     try:
         while not stopped:
@@ -247,10 +275,10 @@ async def look_again(
             due, now = runtime.next_run.get(key, 0.0), time.monotonic()
             if now < due:
                 try:
-                    await asyncio.wait_for(wake.wait(), timeout=min(due - now, TIMER_SECONDS))
-                    continue  # the call-back time moved: sleep again for the new one
+                    await asyncio.wait_for(wake.wait(), timeout=due - now)
+                    continue  # the call-back time moved (or the sweep woke it): look again
                 except TimeoutError:
-                    if time.monotonic() < runtime.next_run.get(key, 0.0) and not _waiting(body):
+                    if time.monotonic() < runtime.next_run.get(key, 0.0):
                         continue
             try:
                 await loop.run_in_executor(runtime.executor, _reconcile, memo, namespace, name)
@@ -261,6 +289,7 @@ async def look_again(
                 runtime.schedule(key, 5)
     finally:
         runtime.wakes.pop(key, None)
+        runtime.bodies.pop(key, None)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
