@@ -109,6 +109,24 @@ def test_several_replicas_elect_a_leader_on_a_lease(values: dict[str, Any], elec
 
 
 @pytest.mark.parametrize(
+    ("values", "arguments"),
+    [
+        ({}, ["--resync-seconds=900", "--timer-seconds=30"]),
+        (
+            {"resyncSeconds": 3600, "timerSeconds": 5},
+            ["--resync-seconds=3600", "--timer-seconds=5"],
+        ),
+    ],
+)
+def test_the_look_again_periods_reach_the_operator(
+    values: dict[str, Any], arguments: list[str]
+) -> None:
+    deployment = next(o for o in chart_objects(values) if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith(("--resync-seconds", "--timer-seconds"))] == arguments
+
+
+@pytest.mark.parametrize(
     ("values", "argument"),
     [
         ({}, None),
@@ -174,6 +192,8 @@ def test_default_notification_targets_become_flags_and_their_secrets_are_readabl
         ({"watch": {"allNamespaces": False}}, "/watch/namespaces"),
         ({"watch": {"namespaces": ["Not_A_Name"]}}, "/watch/namespaces/0"),
         ({"archiveStore": "gs://bucket"}, "/archiveStore"),
+        ({"resyncSeconds": 0}, "/resyncSeconds"),
+        ({"timerSeconds": "soon"}, "/timerSeconds"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"monitoring": {"podMonitr": True}}, "/monitoring"),
         ({"networkPolicy": {"metricsNamespace": "Monitoring"}}, "/networkPolicy/metricsNamespace"),
