@@ -56,6 +56,36 @@ def test_a_lone_bad_request_raises_prediction_exception(seqcls: LoadedArchive) -
     assert answer["message"].startswith("input: expected a nested list")
 
 
+@pytest.mark.parametrize(
+    ("bad", "value", "field"),
+    [
+        ([], None, None),
+        ([0], float("nan"), "instances[0].input"),
+        ([2], float("inf"), "instances[2].input"),
+        ([1, 3], float("-inf"), "instances[1].input"),
+    ],
+)
+def test_the_first_instance_holding_nan_or_infinity_is_named(
+    seqcls: LoadedArchive,
+    examples_dir: Path,
+    bad: list[int],
+    value: float | None,
+    field: str | None,
+) -> None:
+    good = example(examples_dir, "sequence-classifier", "v1").traffic()[0]
+    instances = [{"input": [list(row) for row in good["input"]]} for _ in range(4)]
+    for k in bad:
+        instances[k]["input"][-1][0] = value
+    [(status, answer)] = seqcls.handle([{"instances": instances}])
+    if field is None:
+        assert status == 200 and len(answer["predictions"]) == 4
+    else:
+        assert (status, answer["message"]) == (
+            400,
+            f"{field}: NaN or Infinity is not allowed; expected finite numbers",
+        )
+
+
 def test_too_many_instances_in_one_request(seqcls: LoadedArchive, examples_dir: Path) -> None:
     good = example(examples_dir, "sequence-classifier", "v1").traffic()[0]
     [(status, answer)] = seqcls.handle([{"instances": [good] * 5}])
