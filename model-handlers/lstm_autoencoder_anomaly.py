@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from torchrollout_base import Outcome, TorchRolloutHandler
-from torchrollout_io import Instance, InvalidInput
+from torchrollout_io import Instance, InvalidInput, shown
 
 
 class LSTMAutoencoderAnomalyHandler(TorchRolloutHandler):
@@ -30,7 +30,7 @@ class LSTMAutoencoderAnomalyHandler(TorchRolloutHandler):
     def parse_label(self, value: Any, field: str) -> Any:
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
-        raise InvalidInput(field, f"expected true/false (or 1/0), got {value!r}")
+        raise InvalidInput(field, f"expected true/false (or 1/0), got {shown(value)}")
 
     def postprocess(self, output: Any, instances: Sequence[Instance]) -> list[Outcome]:
         inputs = torch.stack([i.tensors["input"] for i in instances])

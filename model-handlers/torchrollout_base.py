@@ -40,6 +40,7 @@ from torchrollout_io import (
     parse_class_label,
     parse_number_list,
     parse_request,
+    shown,
 )
 from torchrollout_models import HEAD_PATTERN, build_model, head_sizes
 from torchrollout_runtime import (
@@ -392,7 +393,9 @@ class ClassifierHandler(TorchRolloutHandler):
             raise InvalidInput(field, f"expected an object with a label per head, of {heads}")
         unknown = [h for h in value if h not in heads]
         if unknown:
-            raise InvalidInput(field, f"unknown head {unknown[0]!r}; the model's heads: {heads}")
+            raise InvalidInput(
+                field, f"unknown head {shown(unknown[0])}; the model's heads: {heads}"
+            )
         label: dict[str, Any] = {}
         for head, given in value.items():
             if given is None:

@@ -81,9 +81,22 @@ def _join(path: str, name: str) -> str:
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", str: "a string", dict: "an object"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    names = {bool: "a boolean", str: "a string", dict: "an object", list: "a list"}
+    if type(value) in names:
+        return names[type(value)]
+    return "a number" if isinstance(value, int | float) else f"a {type(value).__name__}"
+
+
+SHOWN_CHARACTERS = 60
+
+
+def shown(value: object) -> str:
+    """A value as an error message quotes it: its repr, cut short (a request may carry
+    megabytes where a label belongs, and the message goes back in the answer and the log)."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
 
 
 def decode_body(row: Mapping[str, Any]) -> Any:
@@ -232,7 +245,7 @@ def parse_class_label(value: Any, field: str, classes: Sequence[str], count: int
         return int(value)
     names = f" or one of {list(classes)}" if classes else ""
     limit = f" in [0, {count - 1}]" if count else ""
-    raise InvalidInput(field, f"expected a class index{limit}{names}, got {value!r}")
+    raise InvalidInput(field, f"expected a class index{limit}{names}, got {shown(value)}")
 
 
 def _finite_float32(numbers: list[int | float]) -> bool:
@@ -254,5 +267,5 @@ def parse_number_list(value: Any, field: str, length: int) -> list[float]:
         or not _finite_float32(items)
     ):
         want = "a finite number" if length == 1 else f"a list of {length} finite numbers"
-        raise InvalidInput(field, f"expected {want} (float32), got {value!r}")
+        raise InvalidInput(field, f"expected {want} (float32), got {shown(value)}")
     return [float(v) for v in items]

@@ -93,6 +93,32 @@ def test_too_many_instances_in_one_request(seqcls: LoadedArchive, examples_dir: 
     assert answer["message"] == "instances: 5 instances; at most 4 per request"
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"input": 5},
+            "input: expected a nested list of shape [N, 3] of finite numbers (float32), "
+            "got a number",
+        ),
+        ({"input": 0.5}, "got a number"),
+        ({"input": "x" * 10_000}, "got a string"),
+        ({"instances": [7]}, 'instances[0]: expected an object with "input", got a number'),
+        ({"instances": [[1.0]]}, 'instances[0]: expected an object with "input", got a list'),
+        # A huge label is quoted cut short: the message goes back in the answer and the log.
+        ({"label": "z" * 100_000}, "got 'zzzzzzzzzz"),
+    ],
+)
+def test_refusals_name_what_came_and_quote_it_short(
+    seqcls: LoadedArchive, examples_dir: Path, body: dict[str, Any], message: str
+) -> None:
+    good = example(examples_dir, "sequence-classifier", "v1").traffic()[0]
+    [(status, answer)] = seqcls.handle([{"input": good["input"], **body}])
+    assert status == 400
+    assert message in answer["message"]
+    assert len(answer["message"]) < 300
+
+
 LABELS = [
     ("seq-multi", {"direction": "up", "regime": "calm"}, 200),
     ("seq-multi", {"direction": 2, "regime": 1}, 200),
