@@ -46,6 +46,22 @@ CASES: dict[str, tuple[dict[str, Any], bool]] = {
         },
         False,
     ),
+    # A status written by hand (it is ours alone, but kubectl can write it) stops nothing.
+    "status not an object": (
+        {"metadata": {"name": "odd", "generation": 3}, "status": "broken"},
+        True,
+    ),
+    "handled requests not an object": (
+        {
+            "metadata": {
+                "name": "odder",
+                "generation": 3,
+                "annotations": {f"{ANNOTATION_PREFIX}abort": "1"},
+            },
+            "status": {"observedGeneration": 3, "handledRequests": ["abort"]},
+        },
+        True,
+    ),
 }
 
 

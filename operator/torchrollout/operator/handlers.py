@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,8 +241,10 @@ def changed(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
 
 def _waiting(body: kopf.Body) -> bool:
     """A manual request or a new generation the status has not caught up with."""
-    status = body.get("status") or {}
-    handled = status.get("handledRequests") or {}
+    status = body.get("status")
+    status = status if isinstance(status, Mapping) else {}
+    handled = status.get("handledRequests")
+    handled = handled if isinstance(handled, Mapping) else {}
     annotations = body.metadata.annotations
     for request in REQUEST_ANNOTATIONS:
         value = annotations.get(ANNOTATION_PREFIX + request)
