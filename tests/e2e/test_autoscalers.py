@@ -30,6 +30,7 @@ from tests.kube_cluster.cluster import ControlPlane
 from tests.kube_emulator.fixtures import Kubectl, eventually
 from tests.support.exporter import Exporter
 from torchrollout.local.prometheus import PrometheusServer
+from torchrollout.operator.reconcile import TROUBLE_RECHECK
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -127,8 +128,14 @@ def test_keda_says_what_to_install_then_its_scaled_object_follows_the_stable(
     kube_cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", f"crd/{SCALED_OBJECTS}"
     )
+    # Touched, it is looked at once; but a kind found missing less than MISSING_RECHECK ago
+    # is not asked about again, and then the look for a platform that is not ready (every
+    # TROUBLE_RECHECK) is the one that finds it: the promise is within that.
     kubectl("annotate", "md", "fraud", "-n", namespace, "example.com/touched=1")
-    eventually(lambda: autoscaler_ready(md_api, namespace).get("reason") == "ScaledObjectApplied")
+    eventually(
+        lambda: autoscaler_ready(md_api, namespace).get("reason") == "ScaledObjectApplied",
+        timeout=TROUBLE_RECHECK + 5,
+    )
     custom = client.CustomObjectsApi(api_client)
 
     def scaled_object() -> dict[str, Any]:
