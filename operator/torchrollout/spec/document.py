@@ -87,13 +87,6 @@ class ModelDeployment(BaseModel):
         }
 
 
-# Revisions of recent specs, by object: a reconcile asks for its spec's revision a dozen
-# times. Specs are frozen, and each entry holds its spec, so an id is never reused while
-# its entry is here.
-_REVISIONS: dict[int, tuple[ModelDeploymentSpec, str]] = {}
-_REVISIONS_KEPT = 64  # a few reconciles at a time; more would only hold memory
-
-
 def compute_revision(spec: ModelDeploymentSpec) -> str:
     """A short hash of everything that changes the pods: model and runtime.
 
@@ -101,17 +94,6 @@ def compute_revision(spec: ModelDeploymentSpec) -> str:
     editing them changes how a rollout proceeds or how many pods run, not what runs, so
     the current revision is scaled in place instead of being rolled out anew.
     """
-    known = _REVISIONS.get(id(spec))
-    if known is not None and known[0] is spec:
-        return known[1]
-    if len(_REVISIONS) >= _REVISIONS_KEPT:
-        _REVISIONS.clear()
-    revision = _revision(spec)
-    _REVISIONS[id(spec)] = (spec, revision)
-    return revision
-
-
-def _revision(spec: ModelDeploymentSpec) -> str:
     pod_shaping = {
         "model": spec.model.model_dump(mode="json", by_alias=True),
         "runtime": spec.runtime.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
